@@ -1,0 +1,8 @@
+"""The one error type bdn raises for bad input.
+
+Front ends catch it, print its message on one line and exit non-zero; anything else is a bug.
+"""
+
+
+class BdnError(Exception):
+    """A problem with what the user gave bdn (a file, a folder, a parameter), with a message fit to print."""

@@ -1,0 +1,552 @@
+"""Reading and writing images: bad files refused with one clear line, results written back as they came in.
+
+Design
+- Two libraries, each for what it does best. Pillow *inspects*: opening a file reads only its header, so
+  the format, the size (the decompression-bomb check comes before any pixel is decoded), the mode (palette?
+  alpha?) and the EXIF orientation are known cheaply; and its full decode raises on truncated files, which
+  some OpenCV decoders fill in silently. OpenCV *decodes*: with ``IMREAD_UNCHANGED`` it keeps the 16-bit
+  samples and alpha channels of PNG and TIFF, which Pillow cuts to 8 bits or refuses. Where OpenCV cannot
+  decode a file that Pillow can (other formats, or an 8-bit alpha channel OpenCV drops, as in grey+alpha
+  TIFF), Pillow's 8-bit pixels are used.
+- The file is read once; both libraries see the same bytes.
+- ``read_image`` returns float32 pixels in [0, 1], grey (H, W) or RGB (H, W, 3), upright, and an ``ImageInfo``
+  holding what ``write_image`` needs to give the result back in the bit depth and mode it came in, the
+  original alpha channel included (untouched).
+- Every write is atomic: the file is encoded in memory, written to a temporary file beside the target and
+  renamed over it, so a crash or a failed encode never leaves a partial or missing result.
+  ``atomic_write_bytes`` and ``atomic_write_text`` are for other modules too (downloads, tables).
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from bdn.errors import BdnError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "ImageInfo",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_same_size",
+    "default_max_pixels",
+    "list_images",
+    "read_image",
+    "write_image",
+]
+
+#: Suffixes (lower case) of the files bdn reads when it is given a folder or a glob pattern.
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
+
+#: Largest image (width * height) read, unless ``max_pixels`` or BDN_MAX_PIXELS (environment) say otherwise.
+DEFAULT_MAX_PIXELS = 2**28
+
+_WRITE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".gif": "GIF",  # what bdn reads it can write back, so a batch keeps every input's format
+    ".webp": "WEBP",
+}
+_MODES = {"L", "RGB", "RGBA", "LA", "P"}
+_SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
+_ALPHA_FORMATS = {"PNG", "TIFF", "BMP", "WEBP"}  # OpenCV writes 32-bit BMP with alpha
+_PALETTE_FORMATS = {"PNG", "BMP", "TIFF", "GIF"}
+_PALETTE_ONLY_FORMATS = {"GIF"}
+
+# Pillow modes: which are grey, which carry alpha, which Pillow can give as 8-bit pixels.
+_GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_EIGHT_BIT_MODES = _ALPHA_MODES | {"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+
+# OpenCV applies a TIFF's orientation tag itself, even with IMREAD_UNCHANGED (it ignores EXIF in JPEG, PNG).
+_OPENCV_ORIENTS = {"TIFF"}
+
+# Leading bytes of the formats we read: a file that starts like an image but will not open is corrupt rather
+# than "not an image" (a truncated TIFF, whose directory sits at the end, fails already in the header).
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_SIGNATURES = (
+    _PNG_SIGNATURE,
+    b"\xff\xd8\xff",
+    b"II*\x00",
+    b"MM\x00*",
+    b"II+\x00",
+    b"MM\x00+",
+    b"BM",
+    b"GIF8",
+)
+
+_SUPPORTED = "bdn reads 8- and 16-bit integer images"
+_EXIF_ORIENTATION = 0x0112
+_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's convert("L")
+_PILLOW_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What is needed to write a processed image back as it came in.
+
+    dtype: 'uint8' or 'uint16' (the sample type of the file). mode: 'L', 'RGB', 'RGBA', 'LA' or 'P' (palette,
+    read as RGB). alpha: the original alpha channel, upright, in its original dtype (read-only), or None.
+    format: what the file held ('PNG', 'JPEG', 'TIFF', 'BMP', ...). path: where it came from.
+    """
+
+    dtype: str
+    mode: str
+    alpha: np.ndarray | None = field(default=None, compare=False, repr=False)
+    format: str = ""
+    path: str = ""
+
+
+# ---------------------------------------- reading
+
+
+def default_max_pixels() -> int:
+    """The pixel limit for ``read_image``: BDN_MAX_PIXELS when set, else DEFAULT_MAX_PIXELS."""
+    value = os.environ.get("BDN_MAX_PIXELS", "").strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    try:
+        return int(value)
+    except ValueError:
+        raise BdnError(f"BDN_MAX_PIXELS: expected a whole number of pixels, got {value!r}") from None
+
+
+def read_image(path: str | Path, *, max_pixels: int | None = None, min_size: int = 1) -> tuple[np.ndarray, ImageInfo]:
+    """Read an image file as float32 in [0, 1]: (H, W) grey or (H, W, 3) RGB, upright, alpha kept in the info.
+
+    Raises BdnError (one line starting with the file name) for a missing path, a folder, an empty file, a
+    file that is not an image, a truncated or corrupt one, one with more than ``max_pixels`` pixels (checked
+    from the header, before decoding; default ``default_max_pixels()``), one smaller than ``min_size`` on a
+    side, and sample types other than 8- or 16-bit integers.
+    """
+    path = Path(path)
+    name = str(path)
+    data = _read_file(path, name)
+    limit = default_max_pixels() if max_pixels is None else max_pixels
+
+    with _opened_with_pillow(data, name, limit, min_size) as pil:
+        fmt = "JPEG" if pil.format == "MPO" else (pil.format or "unknown")
+        has_alpha = pil.mode in _ALPHA_MODES or "transparency" in pil.info
+        grey_source = pil.mode in _GREY_MODES or _png_colour_type(data) in (0, 4)
+        samples = _decode_with_opencv(data)
+        upright = fmt in _OPENCV_ORIENTS
+        if samples is None or (has_alpha and not _has_alpha_channel(samples) and samples.dtype == np.uint8):
+            samples = _pillow_samples(pil, name, has_alpha)
+            upright = False
+        orientation = 1 if upright else _orientation(pil)
+        palette = pil.mode == "P"
+
+    if samples.dtype not in (np.uint8, np.uint16):
+        raise BdnError(f"{name}: unsupported sample type {samples.dtype} ({_SUPPORTED})")
+    colour, alpha = _split_channels(samples, name, grey_source=grey_source, keep_alpha=has_alpha)
+    colour, alpha = _upright(colour, orientation), None if alpha is None else _upright(alpha, orientation)
+    if palette and colour.ndim == 2:
+        colour = np.repeat(colour[..., None], 3, axis=2)
+
+    if colour.ndim == 2:
+        mode = "L" if alpha is None else "LA"
+    else:
+        mode = "RGBA" if alpha is not None else ("P" if palette else "RGB")
+    if alpha is not None:
+        alpha = np.ascontiguousarray(alpha)
+        alpha.setflags(write=False)  # the info is frozen; its alpha must go back untouched
+    pixels = colour.astype(np.float32, order="C") / np.float32(np.iinfo(colour.dtype).max)
+    return pixels, ImageInfo(dtype=str(colour.dtype), mode=mode, alpha=alpha, format=fmt, path=name)
+
+
+def _read_file(path: Path, name: str) -> bytes:
+    if path.is_dir():
+        raise BdnError(f"{name}: is a folder, not an image file")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BdnError(f"{name}: no such file") from None
+    except OSError as error:
+        raise BdnError(f"{name}: cannot read ({error.strerror or error})") from error
+    if not data:
+        raise BdnError(f"{name}: empty file (0 bytes)")
+    return data
+
+
+@contextmanager
+def _pillow_pixel_limit(limit: int | None) -> Iterator[None]:
+    """Set Pillow's own decompression-bomb limit for a moment (a module global, hence the lock).
+
+    Pillow refuses images above twice its default (~179 MP) and warns above ~89 MP whatever bdn's limit says;
+    bdn's limit (BDN_MAX_PIXELS) must be the one that decides.
+    """
+    with _PILLOW_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = limit
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+@contextmanager
+def _opened_with_pillow(data: bytes, name: str, limit: int, min_size: int) -> Iterator[Image.Image]:
+    """Open with Pillow, check the size from the header, then decode fully to prove the file is complete."""
+    try:
+        # Only the header is read here; our own size check follows at once. Pillow's warnings about broken
+        # metadata are not shown: the file is either refused with one clear line or read.
+        with _pillow_pixel_limit(None), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pil = Image.open(io.BytesIO(data))
+    except MemoryError:
+        raise
+    except Exception as error:  # Pillow's parsers raise many types on bad data; all mean the same to a user
+        known = data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+        if known:
+            raise BdnError(f"{name}: truncated or corrupt image file") from error
+        raise BdnError(f"{name}: not an image file (or a format bdn cannot read)") from error
+
+    with pil:
+        width, height = pil.size
+        if width * height > limit:
+            raise BdnError(
+                f"{name}: too many pixels: {width}x{height} = {width * height:,}, over the limit of "
+                f"{limit:,} (a decompression bomb?); set BDN_MAX_PIXELS to raise the limit"
+            )
+        if min(width, height) < min_size:
+            raise BdnError(f"{name}: image too small: {width}x{height} pixels, the minimum is {min_size} on each side")
+        try:
+            # Pillow checks sizes inside the file too (TIFF tiles, GIF frames): let them use our limit, and
+            # turn its warning into a refusal like its error.
+            with _pillow_pixel_limit(limit), warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                pil.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise BdnError(
+                f"{name}: too many pixels inside the file (over the limit of {limit:,}; a decompression bomb?)"
+            ) from error
+        except MemoryError:
+            raise
+        except Exception as error:
+            raise BdnError(f"{name}: truncated or corrupt image file") from error
+        yield pil
+
+
+def _png_colour_type(data: bytes) -> int | None:
+    """The colour type in a PNG header (0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA), else None.
+
+    Needed because Pillow reports 16-bit grey+alpha PNGs as 'RGBA'.
+    """
+    if data.startswith(_PNG_SIGNATURE) and len(data) > 25:
+        return data[25]
+    return None
+
+
+def _decode_with_opencv(data: bytes) -> np.ndarray | None:
+    """Decode keeping bit depth and alpha; samples in RGB(A) order, or None where OpenCV cannot."""
+    try:
+        samples = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
+    if samples is None:
+        return None
+    if samples.ndim == 3 and samples.shape[2] == 3:
+        samples = cv2.cvtColor(samples, cv2.COLOR_BGR2RGB)
+    elif samples.ndim == 3 and samples.shape[2] == 4:
+        samples = cv2.cvtColor(samples, cv2.COLOR_BGRA2RGBA)
+    return samples
+
+
+def _has_alpha_channel(samples: np.ndarray) -> bool:
+    return samples.ndim == 3 and samples.shape[2] in (2, 4)
+
+
+def _pillow_samples(pil: Image.Image, name: str, has_alpha: bool) -> np.ndarray:
+    """Pillow's pixels, for 8-bit modes only (Pillow cuts 16-bit colour to 8 bits)."""
+    if pil.mode not in _EIGHT_BIT_MODES:
+        raise BdnError(f"{name}: unsupported sample type (Pillow mode {pil.mode}; {_SUPPORTED})")
+    grey = pil.mode in _GREY_MODES
+    target = ("L" if grey else "RGB") + ("A" if has_alpha else "")
+    return np.asarray(pil.convert(target))
+
+
+def _split_channels(
+    samples: np.ndarray, name: str, *, grey_source: bool, keep_alpha: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Separate (H, W) grey or (H, W, 3) RGB from the alpha channel (RGB(A) order in)."""
+    channels = 1 if samples.ndim == 2 else samples.shape[2]
+    if channels == 1:
+        colour, alpha = samples.reshape(samples.shape[:2]), None
+    elif channels == 2:
+        colour, alpha = samples[..., 0], samples[..., 1]
+    elif channels == 3:
+        colour, alpha = samples, None
+    elif channels == 4:
+        # Decoders expand grey+alpha to four channels with R = G = B.
+        colour, alpha = (samples[..., 0] if grey_source else samples[..., :3]), samples[..., 3]
+    else:
+        raise BdnError(f"{name}: unsupported number of channels ({channels})")
+    # A fourth channel the header does not call alpha (e.g. padding in 32-bit BMP) is not kept.
+    return colour, alpha if keep_alpha else None
+
+
+def _orientation(pil: Image.Image) -> int:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about EXIF it cannot parse; we then ignore it
+            value = int(pil.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # broken EXIF must not make a readable image unreadable
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _upright(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to (H, W, ...) samples, as Pillow's ImageOps.exif_transpose does."""
+    if orientation == 2:
+        return array[:, ::-1]
+    if orientation == 3:
+        return array[::-1, ::-1]
+    if orientation == 4:
+        return array[::-1]
+    if orientation == 5:
+        return array.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(array, -1)  # stored rotated 90 degrees anticlockwise: turn it clockwise
+    if orientation == 7:
+        return array.swapaxes(0, 1)[::-1, ::-1]
+    if orientation == 8:
+        return np.rot90(array, 1)
+    return array
+
+
+# ---------------------------------------- writing
+
+
+def write_image(path: str | Path, pixels: np.ndarray, info: ImageInfo | None = None) -> Path:
+    """Write float pixels in [0, 1] (clipped) atomically, in the bit depth and mode of ``info``.
+
+    The format follows the extension (.png .jpg .jpeg .bmp .tif .tiff .gif .webp). With ``info``: 16-bit
+    stays 16-bit where the format holds it (PNG, TIFF; the others get 8-bit); 'L' turns colour pixels grey,
+    'RGB' stacks grey ones; 'RGBA'/'LA' get the original alpha back untouched when its size matches the
+    pixels (it is dropped otherwise, and in JPEG and GIF); 'P' is written with an adaptive 256-colour palette
+    where the format has palettes (GIF always is). 16-bit grey+alpha, which neither OpenCV nor Pillow can
+    encode, is written as 16-bit RGBA with R = G = B. Without ``info``: 8-bit, grey or RGB by shape. Parent
+    folders are created. Returns the path.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    fmt = _WRITE_FORMATS.get(suffix)
+    if fmt is None:
+        known = ", ".join(sorted(_WRITE_FORMATS))
+        raise BdnError(f"{path}: unknown image extension {suffix or '(none)'!r} (use {known})")
+    image = _checked_pixels(pixels)
+    if info is not None and (info.dtype not in ("uint8", "uint16") or info.mode not in _MODES):
+        raise ValueError(f"write_image got an ImageInfo it cannot honour: {info}")
+
+    dtype = np.dtype(info.dtype if info else "uint8")
+    if fmt not in _SIXTEEN_BIT_FORMATS:
+        dtype = np.dtype("uint8")
+    mode = info.mode if info else ("L" if image.ndim == 2 else "RGB")
+    if mode == "P" and fmt not in _PALETTE_FORMATS:
+        mode = "RGB"
+    if fmt in _PALETTE_ONLY_FORMATS:
+        mode = "P"
+    if mode == "P":
+        dtype = np.dtype("uint8")
+
+    alpha = None
+    if mode in ("RGBA", "LA"):
+        alpha = _alpha_for(info, image.shape[:2], dtype) if fmt in _ALPHA_FORMATS else None
+        if alpha is None:
+            mode = mode[:-1]
+
+    image = _as_colour(image) if mode in ("RGB", "RGBA", "P") else _as_grey(image)
+    scale = np.iinfo(dtype).max
+    samples = np.rint(image * np.float32(scale)).astype(dtype)
+    return atomic_write_bytes(path, _encode(samples, alpha, mode, fmt, suffix, path))
+
+
+def _checked_pixels(pixels: np.ndarray) -> np.ndarray:
+    """Float (H, W) or (H, W, 3), finite, clipped to [0, 1]. Wrong input here is a bug, hence ValueError."""
+    array = np.asarray(pixels)
+    if array.dtype.kind != "f":
+        raise ValueError(f"write_image expects float pixels in [0, 1], got {array.dtype}")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)) or array.size == 0:
+        raise ValueError(f"write_image expects (H, W) or (H, W, 3) pixels, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError("write_image got pixels that are NaN or infinite")
+    return np.clip(array, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def _alpha_for(info: ImageInfo | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """The original alpha, in the output's sample type, or None if there is none or it no longer fits."""
+    if info is None or info.alpha is None or info.alpha.shape != tuple(shape):
+        return None
+    alpha = info.alpha
+    if alpha.dtype == dtype:
+        return alpha
+    if alpha.dtype == np.uint16:  # 16-bit alpha into an 8-bit format
+        return np.rint(alpha / 257.0).astype(np.uint8)
+    return alpha.astype(np.uint16) * np.uint16(257)
+
+
+def _as_colour(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+
+def _as_grey(image: np.ndarray) -> np.ndarray:
+    return image @ _LUMA_WEIGHTS if image.ndim == 3 else image
+
+
+def _encode(samples: np.ndarray, alpha: np.ndarray | None, mode: str, fmt: str, suffix: str, path: Path) -> bytes:
+    """Encode in memory: Pillow for palettes and 8-bit grey+alpha, OpenCV for everything else."""
+    try:
+        if mode == "P":
+            return _pillow_bytes(Image.fromarray(samples).quantize(colors=256), fmt)
+        if mode == "LA" and samples.dtype == np.uint8 and fmt in ("PNG", "TIFF"):
+            return _pillow_bytes(Image.fromarray(np.dstack([samples, alpha])), fmt)
+        if mode == "LA":  # 16-bit, BMP or WebP grey+alpha: no encoder has it; RGBA with R = G = B keeps all
+            samples, mode = _as_colour(samples), "RGBA"
+        if mode == "RGBA":
+            samples = cv2.cvtColor(np.dstack([samples, alpha]), cv2.COLOR_RGBA2BGRA)
+        elif samples.ndim == 3:
+            samples = cv2.cvtColor(samples, cv2.COLOR_RGB2BGR)
+        params = {"JPEG": [cv2.IMWRITE_JPEG_QUALITY, 95], "WEBP": [cv2.IMWRITE_WEBP_QUALITY, 95]}.get(fmt, [])
+        ok, buffer = cv2.imencode(suffix, samples, params)
+    except (cv2.error, OSError, ValueError) as error:
+        raise BdnError(f"{path}: could not encode the image as {fmt} ({error})") from error
+    if not ok:
+        raise BdnError(f"{path}: could not encode the image as {fmt}")
+    return buffer.tobytes()
+
+
+def _pillow_bytes(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+# ---------------------------------------- atomic files
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Temporary files are created private (0600); a finished file gets the permissions any new file would get.
+_NEW_FILE_MODE = 0o666 & ~_umask()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a partial one.
+
+    Writes a temporary file in the same folder (hidden, '.<name>.*.tmp'), syncs it to disk and renames it over
+    the target; on any failure the temporary file is removed. Parent folders are created; an existing file's
+    permissions are kept. OS errors become BdnError naming the path.
+    """
+    path = Path(path)
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = path.stat().st_mode & 0o7777 if path.is_file() else _NEW_FILE_MODE
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}.", suffix=".tmp") as tmp:
+            tmp_name = tmp.name
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp_name, mode)
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as error:
+        raise BdnError(f"{path}: cannot write ({error.strerror or error})") from error
+    finally:
+        if tmp_name is not None:
+            with suppress(OSError):
+                os.unlink(tmp_name)
+    _sync_folder(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """``atomic_write_bytes`` for text (written as given: no newline translation)."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); best effort, a failure here loses nothing already written."""
+    if os.name != "posix":
+        return
+    with suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# ---------------------------------------- inputs, pairs
+
+
+def list_images(inputs: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+    """Expand files, folders and glob patterns into image paths, and say which inputs matched nothing.
+
+    An existing file is kept as given, whatever its extension (``read_image`` then reports it if it is not an
+    image). A folder gives its image files by extension, sorted, not recursive, hidden files skipped. A
+    pattern is expanded with ``glob.glob(recursive=True)``, sorted, image extensions only. Returns (paths in
+    order without duplicates, one-line problems such as "nope/*.png: no images match" or "missing.png: no
+    such file or folder").
+    """
+    paths: list[Path] = []
+    problems: list[str] = []
+    seen: set[Path] = set()
+    for item in inputs:
+        given = Path(item)
+        text = str(item)
+        if given.is_file():
+            found = [given]
+        elif given.is_dir():
+            found = sorted(p for p in given.iterdir() if _is_image_file(p) and not p.name.startswith("."))
+            if not found:
+                problems.append(f"{text}: no images in this folder")
+        elif any(char in text for char in "*?["):
+            found = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if _is_image_file(Path(p))]
+            if not found:
+                problems.append(f"{text}: no images match")
+        else:
+            found = []
+            problems.append(f"{text}: no such file or folder")
+        for path in found:
+            key = path.resolve()
+            if key not in seen:
+                seen.add(key)
+                paths.append(path)
+    return paths, problems
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+
+
+def check_same_size(noisy: np.ndarray, clean: np.ndarray, noisy_name: str | Path, clean_name: str | Path) -> None:
+    """Refuse a noisy/clean pair whose height and width differ (sizes quoted as width x height)."""
+    if noisy.shape[:2] != clean.shape[:2]:
+        raise BdnError(f"{noisy_name} and {clean_name} differ in size: {_size_text(noisy)} vs {_size_text(clean)}")
+
+
+def _size_text(image: np.ndarray) -> str:
+    return f"{image.shape[1]}x{image.shape[0]}"

@@ -1,0 +1,93 @@
+"""The registry of denoisers and the one `denoise()` call that every front end uses.
+
+A method is named by a registry line pointing at a function `fn(image, sigma=None, **params) -> image`, imported on
+first use so that asking for a median filter never loads a neural network. Adding a denoiser is one file plus one
+line in `METHODS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from bdn.errors import BdnError
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    target: str  # "module:function"
+    min_size: int  # smallest image side the method can process
+    family: str  # classical | model | dip
+    summary: str
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("nlm", "bdn.classical:nlm", 16, "classical", "non-local means"),
+        Method("median", "bdn.classical:median", 5, "classical", "median filter"),
+        Method(
+            "adaptive_median",
+            "bdn.classical:adaptive_median",
+            7,
+            "classical",
+            "adaptive median (impulse noise)",
+        ),
+        Method(
+            "adaptive_wiener",
+            "bdn.classical:adaptive_wiener",
+            5,
+            "classical",
+            "locally adaptive Wiener filter",
+        ),
+        Method("bm3d", "bdn.classical:bm3d", 16, "classical", "block-matching and 3-D filtering"),
+    )
+}
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise BdnError(f"unknown method {name!r}; choose from {', '.join(METHODS)}") from None
+
+
+def method_function(name: str) -> Callable[..., np.ndarray]:
+    module_name, function_name = get_method(name).target.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def check_image(image: np.ndarray, method: Method) -> None:
+    """Refuse what no method can take, with one line a user understands."""
+    if not isinstance(image, np.ndarray) or image.dtype.kind != "f":
+        raise BdnError("denoise() takes a float image in [0,1] (use bdn.read_image to load a file)")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise BdnError(f"denoise() takes a grey (H, W) or RGB (H, W, 3) image, got shape {image.shape}")
+    height, width = image.shape[:2]
+    if min(height, width) < method.min_size:
+        raise BdnError(
+            f"image is {width}x{height}, too small for {method.name} (needs at least {method.min_size} pixels a side)"
+        )
+    if not np.isfinite(image).all():
+        raise BdnError("image holds NaN or infinite values")
+
+
+def denoise(image: np.ndarray, method: str = "bm3d", **params) -> np.ndarray:
+    """Denoise a float image in [0,1] (grey or RGB) with a registered method; returns float32 of the same shape.
+
+    `sigma` (0-255 units) is the noise level where a method takes one; left out, the method estimates it.
+    """
+    spec = get_method(method)
+    check_image(image, spec)
+    function = method_function(method)
+    accepted = inspect.signature(function).parameters
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        choices = ", ".join(p for p in accepted if p != "image")
+        raise BdnError(f"{method} has no parameter {', '.join(unknown)}; it takes {choices}")
+    return np.asarray(function(image, **params), dtype=np.float32)

@@ -1,0 +1,76 @@
+"""Tables and figures: the ground floor that knows nothing of models.
+
+Every file is written atomically, so an interrupted run never leaves a half-written table or figure behind.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: servers and CI have no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bdn.io import atomic_write_bytes, atomic_write_text  # noqa: E402
+
+
+def markdown_table(frame: pd.DataFrame, floatfmt: str = ".2f") -> str:
+    return frame.to_markdown(index=False, floatfmt=floatfmt)
+
+
+def write_table(frame: pd.DataFrame, stem: Path, floatfmt: str = ".2f") -> tuple[Path, Path]:
+    """Write `stem.csv` and `stem.md` (the same table, for machines and for people)."""
+    stem = Path(stem)
+    csv_path = atomic_write_text(stem.with_suffix(".csv"), frame.to_csv(index=False))
+    md_path = atomic_write_text(stem.with_suffix(".md"), markdown_table(frame, floatfmt) + "\n")
+    return csv_path, md_path
+
+
+def save_figure(figure: plt.Figure, path: Path, dpi: int = 100) -> Path:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def comparison_figure(rows: Sequence[Sequence[tuple[str, np.ndarray]]], path: Path, panel_inches: float = 3.0) -> Path:
+    """A grid of titled images: one row per test image, one column per panel (noisy | methods... | clean)."""
+    n_rows = len(rows)
+    n_cols = max(len(row) for row in rows)
+    figure, axes = plt.subplots(
+        n_rows, n_cols, figsize=(panel_inches * n_cols, panel_inches * n_rows + 0.4), squeeze=False
+    )
+    for axes_row, row in zip(axes, rows, strict=True):
+        for axis in axes_row:
+            axis.axis("off")
+        for axis, (title, image) in zip(axes_row, row, strict=False):
+            shown = np.clip(image, 0, 1)
+            axis.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+            axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def grouped_bar_figure(
+    frame: pd.DataFrame, group: str, bar: str, value: str, path: Path, ylabel: str, title: str = ""
+) -> Path:
+    """One cluster of bars per `group` value, one bar per `bar` value (e.g. PSNR per dataset, per method)."""
+    table = frame.pivot_table(index=group, columns=bar, values=value, sort=False)
+    figure, axis = plt.subplots(figsize=(max(6.0, 1.2 * len(table.index) * max(1, len(table.columns)) / 3), 4))
+    table.plot.bar(ax=axis, rot=0, width=0.8)
+    axis.set_ylabel(ylabel)
+    axis.set_xlabel("")
+    if title:
+        axis.set_title(title)
+    finite = table.to_numpy()[np.isfinite(table.to_numpy())]
+    if finite.size:
+        axis.set_ylim(max(0.0, finite.min() - 3), finite.max() + 1)
+    axis.legend(fontsize=8, ncols=min(4, len(table.columns)))
+    axis.grid(axis="y", alpha=0.3)
+    return save_figure(figure, path)
