@@ -12,7 +12,7 @@ from bdn.errors import BdnError
 from bdn.io import read_image, write_image
 from bdn.methods import METHODS, denoise
 from bdn.metrics import psnr, psnr_ssim, ssim
-from bdn.noise import add_noise, estimate_sigma
+from bdn.noise import add_noise, estimate_noise_level, estimate_sigma
 
 __version__ = "0.1.0"
 
@@ -21,6 +21,7 @@ __all__ = [
     "METHODS",
     "add_noise",
     "denoise",
+    "estimate_noise_level",
     "estimate_sigma",
     "psnr",
     "psnr_ssim",

@@ -2,7 +2,8 @@
 
 Every function takes a float image in [0,1], grey (H, W) or RGB (H, W, 3), and returns float32 of the same shape
 clipped to [0,1]; the input is never modified. `sigma` is the Gaussian noise std in 0-255 units; left out (None)
-it is estimated with `bdn.noise.estimate_sigma`, so each method works blind. Bad parameters raise BdnError.
+it is estimated with `bdn.noise.estimate_noise_level` (white or camera noise), so each method works
+blind. Bad parameters raise BdnError.
 
 Numbers quoted below were measured with bm3d 4.0.3, scikit-image 0.26, scipy 1.17 on a shared 2-core machine.
 """
@@ -106,9 +107,9 @@ def _resolve_sigma(image: np.ndarray, sigma: object, method: str) -> float:
     if value is not None:
         return value
     # Imported here so that this module does not depend on bdn.noise unless a sigma has to be estimated.
-    from bdn.noise import estimate_sigma
+    from bdn.noise import estimate_noise_level
 
-    return float(estimate_sigma(image))
+    return float(estimate_noise_level(image))
 
 
 def _check_window(value: object, name: str, method: str) -> int:

@@ -103,12 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     denoise.add_argument("--sigma", type=float, help="noise level in 0-255 units (estimated when left out)")
     denoise.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter")
     denoise.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: skip them)")
-    denoise.set_defaults(run=run_denoise)
+    denoise.set_defaults(handler=run_denoise)
 
     demo = commands.add_parser("demo", help="denoise sample images with every method; figure and table")
     demo.add_argument("-o", "--output", default="results/demo", help="output folder (default results/demo)")
     demo.add_argument("--methods", nargs="+", help="only these methods (default: all)")
-    demo.set_defaults(run=run_demo)
+    demo.set_defaults(handler=run_demo)
 
     bench = commands.add_parser("bench", help="measure methods on datasets: PSNR, SSIM, time, memory")
     bench.add_argument("--methods", nargs="+", default=["noisy", *METHODS], help="methods ('noisy' = input)")
@@ -122,23 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--polyu-split", choices=["all", "train", "heldout"], default="all")
     bench.add_argument("-o", "--output", default="results/bench", help="where runs are written")
     bench.add_argument("--run", help="run name (default: date and time); an existing run resumes")
-    bench.set_defaults(run=run_bench)
+    bench.set_defaults(handler=run_bench)
 
     download = commands.add_parser("download", help="download public datasets (checksummed)")
     download.add_argument("names", nargs="+", help="CC, PolyU, Set12, BSD68, Train400")
     download.add_argument("--root", help="data root (default: BDN_DATA or the project's datasets/)")
     download.add_argument("--base-url", help="alternative source root (a mirror, or file:// for a local copy)")
-    download.set_defaults(run=run_download)
+    download.set_defaults(handler=run_download)
 
     methods = commands.add_parser("methods", help="list the denoising methods")
-    methods.set_defaults(run=run_methods)
+    methods.set_defaults(handler=run_methods)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except BdnError as error:
         print(f"bdn: error: {error}", file=sys.stderr)
         return 1

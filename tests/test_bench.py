@@ -81,3 +81,13 @@ def test_dataset_can_carry_its_own_sigmas(data_root, tmp_path):
     assert sorted(summary.sigma.unique()) == ["50", "real"]
     with pytest.raises(BdnError, match="NAME:SIGMA"):
         run_bench(["noisy"], ["Set12:abc"], [15], out_root=tmp_path)
+
+
+def test_bench_from_the_command_line(data_root, tmp_path, capsys):
+    from bdn.cli import main
+
+    args = ["bench", "--methods", "noisy", "--datasets", "Set12", "--sigma", "25", "-o", str(tmp_path), "--run", "c"]
+    assert main(args) == 0
+    assert (tmp_path / "c" / "summary.md").is_file()
+    assert main(["bench", "--methods", "nope", "-o", str(tmp_path)]) == 1
+    assert "unknown method 'nope'" in capsys.readouterr().err

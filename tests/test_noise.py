@@ -355,3 +355,28 @@ def test_estimate_sigma_errors(camera):
     assert estimate_sigma(small) == estimate_sigma(small, "mad")
     with pytest.raises(BdnError, match="must be float"):
         estimate_sigma(data.camera())
+
+
+def test_noise_level_matches_estimate_sigma_for_white_noise():
+    from bdn.noise import estimate_noise_level
+
+    clean = data.camera().astype(np.float32) / 255
+    for sigma in (5, 15, 25, 50):
+        noisy = add_noise(clean, "gaussian", sigma, seed=1)
+        assert estimate_noise_level(noisy) == estimate_sigma(noisy)
+
+
+def test_noise_level_sees_spatially_correlated_noise():
+    """Blurred noise (as demosaicing and JPEG leave it) hides from the finest band; the level must still read."""
+    from scipy.ndimage import gaussian_filter
+
+    from bdn.noise import estimate_noise_level
+
+    rng = np.random.default_rng(3)
+    clean = data.astronaut()[:256, :256].astype(np.float32) / 255
+    white = rng.normal(size=clean.shape)
+    correlated = np.stack([gaussian_filter(white[..., c], 1.0) for c in range(3)], axis=-1)
+    correlated *= (6 / 255) / correlated.std()  # std 6 in 0-255 units
+    noisy = (clean + correlated).astype(np.float32)
+    assert estimate_sigma(noisy) < 2.5  # the white-noise estimate misses most of it
+    assert 4.0 < estimate_noise_level(noisy) < 8.0
