@@ -33,9 +33,12 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 
 
 def bench_cases(
-    dataset: str, sigmas: list[float], limit: int | None, polyu_split: str
+    dataset: str, sigmas: list[float], limit: int | None, polyu_split: str, skip: set[tuple[str, str]] = frozenset()
 ) -> Iterator[tuple[str, str, float | None, np.ndarray, np.ndarray]]:
-    """Yield (image, sigma label, true sigma or None, noisy, clean), loading one image at a time."""
+    """Yield (image, sigma label, true sigma or None, noisy, clean), loading one image at a time.
+
+    Cases in `skip` ((image, sigma label) pairs already measured) are not even loaded.
+    """
     from bdn.data import DATASETS, clean_images, dataset_path, find_pairs, load_pair, polyu_ids, synthesize
     from bdn.io import read_image
 
@@ -46,12 +49,16 @@ def bench_cases(
             wanted = set(polyu_ids(polyu_split))
             pairs = [pair for pair in pairs if pair.name in wanted]
         for pair in pairs[:limit]:
+            if (pair.name, "real") in skip:
+                continue
             noisy, clean = load_pair(pair)
             yield pair.name, "real", None, noisy, clean
         return
     paths = clean_images(folder)[:limit]
     for sigma in sigmas:
         for path in paths:
+            if (path.stem, f"{sigma:g}") in skip:
+                continue
             clean, _ = read_image(path)
             noisy = synthesize(clean, "gaussian", sigma, seed=NOISE_SEED, name=path.stem)
             yield path.stem, f"{sigma:g}", sigma, noisy, clean
@@ -96,10 +103,9 @@ def run_worker(
     )
     finished = set(zip(done["image"].astype(str), done["sigma"].astype(str), strict=True))
     rows = done.to_dict("records")
-    cases = bench_cases(dataset, sigmas, limit, polyu_split)
+    cases = bench_cases(dataset, sigmas, limit, polyu_split, skip=finished)
+    measured = 0
     for image, sigma_label, sigma, noisy, clean in tqdm(cases, desc=f"{method} on {dataset}", unit="image"):
-        if (image, sigma_label) in finished:
-            continue
         params = {"sigma": sigma} if takes_sigma and sigma is not None and not blind else {}
         start = time.perf_counter()
         result = noisy if method == "noisy" else denoise(noisy, method, **params)
@@ -117,8 +123,14 @@ def run_worker(
             }
         )
         atomic_write_text(rows_path, pd.DataFrame(rows, columns=ROW_COLUMNS).to_csv(index=False))
+        measured += 1
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    atomic_write_text(rows_path.with_suffix(".json"), json.dumps({"peak_rss_mb": peak_mb}))
+    memory_path = rows_path.with_suffix(".json")
+    if memory_path.exists():
+        earlier = json.loads(memory_path.read_text())["peak_rss_mb"]
+        # A resumed worker that measured nothing saw no image: the earlier process's peak stands.
+        peak_mb = max(peak_mb, earlier) if measured else earlier
+    atomic_write_text(memory_path, json.dumps({"peak_rss_mb": peak_mb}))
 
 
 def summarise(

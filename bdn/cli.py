@@ -12,6 +12,16 @@ from pathlib import Path
 from bdn.errors import BdnError
 
 
+def parse_value(text: str) -> int | float | str:
+    """A command-line value as the number it spells, else the string itself."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
 def parse_params(pairs: list[str]) -> dict:
     """`--param h=0.1 --param profile=lc` -> {'h': 0.1, 'profile': 'lc'} (numbers become numbers)."""
     params = {}
@@ -19,14 +29,7 @@ def parse_params(pairs: list[str]) -> dict:
         key, sep, text = pair.partition("=")
         if not sep or not key:
             raise BdnError(f"--param takes NAME=VALUE, got {pair!r}")
-        value: object = text
-        for cast in (int, float):
-            try:
-                value = cast(text)
-                break
-            except ValueError:
-                pass
-        params[key.strip()] = value
+        params[key.strip()] = parse_value(text)
     return params
 
 

@@ -43,8 +43,9 @@ def comparison_figure(rows: Sequence[Sequence[tuple[str, np.ndarray]]], path: Pa
     """A grid of titled images: one row per test image, one column per panel (noisy | methods... | clean)."""
     n_rows = len(rows)
     n_cols = max(len(row) for row in rows)
+    # Each panel gets room for a two-line title above it, so rows never overlap.
     figure, axes = plt.subplots(
-        n_rows, n_cols, figsize=(panel_inches * n_cols, panel_inches * n_rows + 0.4), squeeze=False
+        n_rows, n_cols, figsize=(panel_inches * n_cols, (panel_inches + 0.6) * n_rows), squeeze=False
     )
     for axes_row, row in zip(axes, rows, strict=True):
         for axis in axes_row:
@@ -53,7 +54,7 @@ def comparison_figure(rows: Sequence[Sequence[tuple[str, np.ndarray]]], path: Pa
             shown = np.clip(image, 0, 1)
             axis.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
             axis.set_title(title, fontsize=9)
-    figure.tight_layout()
+    figure.tight_layout(h_pad=1.0)
     return save_figure(figure, path)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bdn.cli import parse_value
 from bdn.data import dataset_path, find_pairs, load_pair
 from bdn.dip.fit import DipConfig, fit_dip, pick_device
 from bdn.metrics import psnr
@@ -36,14 +37,7 @@ def parse_config(text: str) -> tuple[str, DipConfig]:
         key, _, raw = item.partition(":")
         if key not in fields:
             raise SystemExit(f"config {name}: DipConfig has no field {key!r}")
-        value: object = raw
-        for cast in (int, float):
-            try:
-                value = cast(raw)
-                break
-            except ValueError:
-                pass
-        values[key] = None if raw == "None" else value
+        values[key] = None if raw == "None" else parse_value(raw)
     return name, DipConfig(**values)
 
 

@@ -61,10 +61,13 @@ def test_bench_resumes_without_redoing_rows(data_root, tmp_path):
     rows = pd.read_csv(rows_file, dtype={"sigma": str, "image": str})
     rows.loc[0, "psnr"] = 99.0  # a marker: a rerun must keep finished rows, not recompute them
     rows.to_csv(rows_file, index=False)
+    rows_file.with_suffix(".json").write_text(json.dumps({"peak_rss_mb": 12345.0}))
     summary = run_bench(*args, out_root=tmp_path / "bench", run_name="r", threads=1)
     assert summary.images.item() == 2
     assert 99.0 in pd.read_csv(tmp_path / "bench" / "r" / "per_image.csv").psnr.to_list()
-    assert json.loads(rows_file.with_suffix(".json").read_text())["peak_rss_mb"] > 0
+    # a resumed worker that measured nothing keeps the peak memory of the process that did the work
+    assert json.loads(rows_file.with_suffix(".json").read_text())["peak_rss_mb"] == 12345.0
+    assert summary.peak_mb.item() == 12345.0
 
 
 def test_bench_refuses_unknown_names_before_working(data_root, tmp_path):
