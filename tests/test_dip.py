@@ -17,15 +17,7 @@ from bdn.dip.nets import NET_TYPES, NetSpec, build_net, check_size, count_parame
 from bdn.errors import BdnError
 from bdn.metrics import psnr, ssim
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors gain nothing from a second thread, and on cores shared with other jobs OpenMP's waiting
-    # threads made the same test 15-20x slower (73 s against 3.9 s, measured here).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 # 3 scales: sides must be multiples of 8 and at least 16.

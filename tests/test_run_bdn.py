@@ -44,13 +44,7 @@ sys.exit(main(sys.argv[1:]))
 TINY_ARGS = ["--net_type", "tiny", "--input_depth", "4", "--no-progress", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors gain nothing from a second thread, and on shared cores OpenMP's waiting threads are slow.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture
