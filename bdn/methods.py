@@ -77,7 +77,7 @@ def check_image(image: np.ndarray, method: Method) -> None:
         raise BdnError("image holds NaN or infinite values")
 
 
-def denoise(image: np.ndarray, method: str = "bm3d", **params) -> np.ndarray:
+def denoise(image: np.ndarray, method: str = "nlm", **params) -> np.ndarray:
     """Denoise a float image in [0,1] (grey or RGB) with a registered method; returns float32 of the same shape.
 
     `sigma` (0-255 units) is the noise level where a method takes one; left out, the method estimates it.
