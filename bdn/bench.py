@@ -39,12 +39,12 @@ def bench_cases(
 
     Cases in `skip` ((image, sigma label) pairs already measured) are not even loaded.
     """
-    from bdn.data import DATASETS, clean_images, dataset_path, find_pairs, load_pair, polyu_ids, synthesize
+    from bdn.data import DATASETS, clean_images, dataset_pairs, dataset_path, load_pair, polyu_ids, synthesize
     from bdn.io import read_image
 
     folder = dataset_path(dataset)
     if DATASETS[dataset].paired:
-        pairs = find_pairs(folder / "real", folder / "mean")
+        pairs = dataset_pairs(dataset)
         if dataset == "PolyU" and polyu_split != "all":
             wanted = set(polyu_ids(polyu_split))
             pairs = [pair for pair in pairs if pair.name in wanted]

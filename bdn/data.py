@@ -274,6 +274,13 @@ def load_synthetic(
 # --- cropping and patches ---------------------------------------------------------------------------------
 
 
+def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The central size x size window (the whole side where the image is smaller), as a view."""
+    height, width = image.shape[:2]
+    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
+    return image[top : top + size, left : left + size]
+
+
 def crop_to_multiple(image: np.ndarray, multiple: int = 32) -> np.ndarray:
     """Crop so height and width are multiples of `multiple` (DIP's encoder-decoder halves the size 5 times).
 

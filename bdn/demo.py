@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from bdn.data import centre_crop
 from bdn.io import write_image
 from bdn.methods import METHODS, denoise, get_method
 from bdn.metrics import psnr_ssim
@@ -23,12 +24,6 @@ from bdn.report import comparison_figure, markdown_table, write_table
 DEMO_SIGMA = 25.0
 DEMO_SEED = 0
 DEMO_CROP = 256  # keeps every method, DIP included once it joins, inside the demo's 3-minute budget
-
-
-def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
-    height, width = image.shape[:2]
-    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
-    return image[top : top + size, left : left + size]
 
 
 def demo_images() -> dict[str, np.ndarray]:

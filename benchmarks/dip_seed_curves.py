@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bdn.data import dataset_path, find_pairs, load_pair
+from bdn.data import dataset_pairs, load_pair
 from bdn.dip.fit import DipConfig, fit_dip, pick_device
 from bdn.metrics import psnr
 from bdn.report import write_table
@@ -31,8 +31,7 @@ CROP = slice(128, 384)
 
 
 def cases(crops: list[str], fulls: list[str]):
-    folder = dataset_path("CC")
-    pairs = {pair.name: pair for pair in find_pairs(folder / "real", folder / "mean")}
+    pairs = {pair.name: pair for pair in dataset_pairs("CC")}
     for name in crops:
         noisy, clean = load_pair(pairs[name])
         yield f"{name}_c256", noisy[CROP, CROP], clean[CROP, CROP]

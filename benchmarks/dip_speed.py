@@ -32,15 +32,12 @@ CC_IMAGE = "d800_iso3200_2"
 def time_one(net_type: str, size: int, threads: int, warmup: int, timed: int) -> dict:
     import torch
 
-    from bdn.data import dataset_path, find_pairs, load_pair
+    from bdn.data import centre_crop, dataset_pairs, load_pair
     from bdn.dip.fit import DipConfig, fit_dip
 
     torch.set_num_threads(threads)
-    folder = dataset_path("CC")
-    pair = next(p for p in find_pairs(folder / "real", folder / "mean") if p.name == CC_IMAGE)
-    noisy, _ = load_pair(pair)
-    top = (noisy.shape[0] - size) // 2
-    noisy = noisy[top : top + size, top : top + size]
+    pair = next(p for p in dataset_pairs("CC") if p.name == CC_IMAGE)
+    noisy = centre_crop(load_pair(pair)[0], size)
     stamps: list[float] = []
 
     def stamp(iteration: int, frame) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from bdn.cli import parse_value
-from bdn.data import dataset_path, find_pairs, load_pair
+from bdn.data import centre_crop, dataset_pairs, load_pair
 from bdn.dip.fit import DipConfig, fit_dip, pick_device
 from bdn.dip.judges import make_judge
 from bdn.report import write_table
@@ -35,16 +35,14 @@ def main() -> None:
     args = parser.parse_args()
     options = {key: parse_value(value) for key, _, value in (o.partition("=") for o in args.judge_option)}
     device = pick_device(args.device)
-    folder = dataset_path(args.dataset)
-    pairs = {pair.name: pair for pair in find_pairs(folder / "real", folder / "mean")}
+    pairs = {pair.name: pair for pair in dataset_pairs(args.dataset)}
     rows = []
     for image in args.images:
         noisy, clean = load_pair(pairs[image])
-        top, left = (noisy.shape[0] - args.crop) // 2, (noisy.shape[1] - args.crop) // 2
-        window = (slice(top, top + args.crop), slice(left, left + args.crop))
         judge = make_judge(args.judge, **options)
         config = DipConfig(num_iter=args.num_iter)
-        result = fit_dip(noisy[window], clean[window], config, device=device, judge=judge, progress=False)
+        noisy, clean = centre_crop(noisy, args.crop), centre_crop(clean, args.crop)
+        result = fit_dip(noisy, clean, config, device=device, judge=judge, progress=False)
         history = pd.DataFrame(result.history).set_index("iteration").psnr
         chosen = int(result.judge_iteration)
         rows.append(

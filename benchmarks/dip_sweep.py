@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from bdn.cli import parse_value
-from bdn.data import dataset_path, find_pairs, load_pair
+from bdn.data import centre_crop, dataset_pairs, load_pair
 from bdn.dip.fit import DipConfig, fit_dip, pick_device
 from bdn.metrics import psnr
 from bdn.report import write_table
@@ -51,17 +51,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/dip_sweep"))
     args = parser.parse_args()
     device = pick_device(args.device)
-    folder = dataset_path("PolyU")
-    pairs = {pair.name: pair for pair in find_pairs(folder / "real", folder / "mean")}
+    pairs = {pair.name: pair for pair in dataset_pairs("PolyU")}
     args.out.mkdir(parents=True, exist_ok=True)
     curves, rows = [], []
     for name, config in map(parse_config, args.config):
         config.num_iter = args.num_iter
         for image in args.images:
             noisy, clean = load_pair(pairs[image])
-            top, left = (noisy.shape[0] - args.crop) // 2, (noisy.shape[1] - args.crop) // 2
-            window = (slice(top, top + args.crop), slice(left, left + args.crop))
-            noisy, clean = noisy[window], clean[window]
+            noisy, clean = centre_crop(noisy, args.crop), centre_crop(clean, args.crop)
             start = time.perf_counter()
             result = fit_dip(noisy, clean, config, device=device, progress=False)
             seconds = time.perf_counter() - start

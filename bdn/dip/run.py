@@ -72,7 +72,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bdn.data import CLEAN_SUFFIX, Pair, clean_images, crop_to_multiple, find_pairs, load_pair, synthesize
+from bdn.data import CLEAN_SUFFIX, Pair, centre_crop, clean_images, crop_to_multiple, find_pairs, load_pair, synthesize
 from bdn.dip.fit import DipConfig, DipResult, _check_config, fit_dip, pick_device, ssim_torch
 from bdn.dip.judges import EMVJudge, Judge, make_judge
 from bdn.dip.nets import NET_TYPES, min_size, net_spec, smallest_side
@@ -202,12 +202,6 @@ def _start_group(world: int) -> bool:
 # --- loading one image -------------------------------------------------------------------------------------
 
 
-def _centre_crop(image: np.ndarray, size: int) -> np.ndarray:
-    height, width = image.shape[:2]
-    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
-    return image[top : top + size, left : left + size]
-
-
 def _load(item: Item, config: DipConfig, noise: tuple[str, float | None], crop: int | None) -> tuple:
     """(noisy, clean or None) as float32, centre-cropped (optional) and cropped to the net's multiple."""
     shown = item.noisy if item.noisy is not None else item.clean
@@ -217,8 +211,8 @@ def _load(item: Item, config: DipConfig, noise: tuple[str, float | None], crop: 
         clean, _ = read_image(item.clean)
         noisy = synthesize(clean, noise[0], noise[1], config.seed, name=item.name)
     if crop is not None:
-        noisy = _centre_crop(noisy, crop)
-        clean = None if clean is None else _centre_crop(clean, crop)
+        noisy = centre_crop(noisy, crop)
+        clean = None if clean is None else centre_crop(clean, crop)
     height, width = noisy.shape[:2]
     least, multiple = smallest_side(config.net_type), min_size(config.net_type)
     if min(height, width) < least:
