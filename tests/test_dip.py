@@ -4,6 +4,7 @@ Everything here is small: tiny images and a tiny net (`TINY`), except the parame
 one short fit of 'skip_light' that must beat the noisy input.
 """
 
+import io
 from dataclasses import replace
 
 import numpy as np
@@ -12,10 +13,11 @@ import torch
 
 import bdn.dip.fit as fit_module
 from bdn.dip.fit import DipConfig, fit_dip, pick_device, ssim_torch
-from bdn.dip.judges import EMVJudge, NoneJudge, OracleJudge, WMVJudge, make_judge
+from bdn.dip.judges import EMVJudge, NoiseJudge, NoneJudge, OracleJudge, WMVJudge, make_judge
 from bdn.dip.nets import NET_TYPES, NetSpec, build_net, check_size, count_parameters, min_size, smallest_side
 from bdn.errors import BdnError
 from bdn.metrics import psnr, ssim
+from bdn.noise import estimate_noise_level
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -403,3 +405,153 @@ def test_none_judge_and_make_judge(rng):
     later.update(3, np.zeros((4, 4)))
     with pytest.raises(BdnError, match="iterations must increase"):
         later.update(3, np.zeros((4, 4)))
+
+
+def towards_noisy(count: int = 101, sigma: float = 20, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A noisy image (smooth colour + Gaussian noise, unclipped) and iterates that go straight from flat grey to it.
+
+    The residual variance of iterate t is (1 - t / T)^2 * D, D = mean((noisy - 0.5)^2): it falls through any
+    threshold below D exactly once.
+    """
+    noisy = with_noise(smooth_image(32), sigma, seed).astype(np.float64)
+    start = np.full_like(noisy, 0.5)
+    return noisy, [start + (noisy - start) * t / (count - 1) for t in range(count)]
+
+
+def test_noise_judge_fires_where_the_residual_reaches_the_noise(rng):
+    noisy, iterates = towards_noisy()
+    judge = NoiseJudge(noisy=noisy, sigma=20)
+    assert judge.threshold == pytest.approx((20 / 255) ** 2) and judge.source == "ema" and not judge.sigma_estimated
+    residuals = [float(np.mean((x - noisy) ** 2)) for x in iterates]
+    first = next(t for t, r in enumerate(residuals) if r <= (20 / 255) ** 2)
+    d = np.mean((noisy - 0.5) ** 2)
+    assert first == int(np.ceil(100 * (1 - (20 / 255) / np.sqrt(d))))  # the closed form: iterate 59 here
+    stops = [judge.update(10 * t, x) for t, x in enumerate(iterates)]
+    # patience 0: stop at once; iterations are the caller's numbers
+    assert stops.index(True) == first and judge.choice() == 10 * first
+    assert judge.residuals == [(10 * t, pytest.approx(r, rel=1e-12)) for t, r in enumerate(residuals)]
+    assert dict(judge.scores)[judge.choice()] <= judge.threshold < dict(judge.scores)[judge.choice() - 10]
+    assert np.array_equal(judge.chosen_image(), iterates[first].astype(np.float32))
+
+    # Tensors (C, H, W), batched reads and patience: the same choice; the stop `patience` updates later, late by
+    # less than a batch.
+    batched = make_judge("noise", noisy=noisy, sigma=20, patience=3, sync_every=4)
+    for t, x in enumerate(iterates):
+        if batched.update(t, torch.from_numpy(x).permute(2, 0, 1)):
+            break
+    assert batched.choice() == first and first + 3 <= t < first + 3 + 4
+    np.testing.assert_allclose(batched.chosen_image(), iterates[first], atol=1e-6)
+
+    # factor > 1 stops earlier; a level no iterate reaches never fires: the last iterate is the choice.
+    early = NoiseJudge(noisy=noisy, sigma=20, factor=1.5)
+    never = NoiseJudge(noisy=noisy, sigma=0.01)
+    assert not any(never.update(t, x) for t, x in enumerate(iterates[:-1]))
+    assert never.choice() == 99 and never.latest_choice == 99 and never.chosen_image() is None
+    assert next(t for t, x in enumerate(iterates) if early.update(t, x)) < first
+
+
+def test_noise_judge_estimates_sigma_when_not_given():
+    noisy, iterates = towards_noisy(sigma=20)
+    judge = make_judge("noise", noisy=noisy.astype(np.float32))
+    assert judge.sigma_estimated and judge.sigma == estimate_noise_level(noisy.astype(np.float32))
+    assert judge.sigma == pytest.approx(20, abs=3) and judge.threshold == pytest.approx((judge.sigma / 255) ** 2)
+    grey = NoiseJudge(noisy=noisy[..., 0], factor=2.0)
+    assert grey.threshold == pytest.approx((2 * estimate_noise_level(noisy[..., 0].astype(np.float32)) / 255) ** 2)
+    for t, x in enumerate(iterates):  # grey iterates as numpy (H, W) and tensors (1, H, W)
+        grey.update(t, x[..., 0] if t % 2 else torch.from_numpy(x[None, ..., 0]))
+    assert 0 < grey.choice() < 100
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, r"judge noise: needs the noisy image being fitted \(noisy=\.\.\.\)"),
+        ({"noisy": np.zeros((16, 16, 4))}, r"judge noise: noisy image must be \(H, W\) or \(H, W, 3\)"),
+        ({"noisy": np.full((16, 16), np.nan), "sigma": 5}, "judge noise: noisy image has NaN or infinite values"),
+        ({"sigma": 0}, "judge noise: sigma must be a number > 0, got 0"),
+        ({"sigma": float("inf")}, "judge noise: sigma must be a number > 0, got inf"),
+        ({"sigma": "25"}, "judge noise: sigma must be a number > 0, got '25'"),
+        ({"factor": -1.0}, "judge noise: factor must be a number > 0, got -1.0"),
+        ({"patience": -1}, "judge noise: patience must be an integer >= 0, got -1"),
+        ({"sync_every": 0}, "judge noise: sync_every must be an integer >= 1, got 0"),
+        ({"window": 3}, "judge noise: .*unexpected keyword argument 'window'"),
+        ({"noisy": np.full((8, 8), 0.5)}, "judge noise: cannot estimate the noise level .*8x8.*; give sigma"),
+        ({"noisy": np.full((32, 32), 0.5)}, r"noise level is \S+ \(no noise found\); give sigma"),
+    ],
+)
+def test_noise_judge_refuses_bad_options(options, message):
+    if "noisy" not in options and options:
+        options = {"noisy": np.full((16, 16), 0.5), **options}
+    with pytest.raises(BdnError, match=message) as caught:
+        make_judge("noise", **options)
+    assert "\n" not in str(caught.value)
+
+
+def saved_and_loaded(state: dict) -> dict:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "cut"),
+    [
+        ("wmv", {"window": 10, "patience": 15}, 47),
+        ("wmv", {"window": 10, "patience": 15, "sync_every": 4}, 46),  # mid-batch: pending variances are saved
+        ("emv", {"alpha": 0.2, "patience": 20, "warmup": 5}, 47),
+        ("emv", {"alpha": 0.2, "patience": 20, "warmup": 5, "sync_every": 3}, 44),
+        ("noise", {"sigma": 20, "patience": 5}, 30),  # before it fires
+        ("noise", {"sigma": 20, "patience": 30, "sync_every": 4}, 62),  # after, mid-batch
+        ("oracle", {}, 30),
+        ("none", {}, 30),
+    ],
+)
+def test_judge_state_survives_torch_save_and_gives_the_same_later_decisions(rng, name, options, cut):
+    if name in ("wmv", "emv"):
+        iterates = approach_then_diverge(turn=40, count=150, rng=rng)
+    else:
+        noisy, iterates = towards_noisy()
+        options = {**options, "noisy": noisy} if name == "noise" else options
+        options = {"clean": noisy} if name == "oracle" else options
+
+    def feed(judge, start, stop):
+        """update() answers until the judge says stop; numpy and (C, H, W) tensors by turns."""
+        said = []
+        for t in range(start, stop):
+            x = iterates[t]
+            said.append(judge.update(t, x if t % 3 else torch.from_numpy(x).permute(2, 0, 1).float()))
+            if said[-1]:
+                break
+        return said
+
+    whole = make_judge(name, **options)
+    stops = feed(whole, 0, len(iterates))
+    assert cut < len(stops) - 1, "the cut must come before the stop"
+
+    first = make_judge(name, **options)
+    before = feed(first, 0, cut)
+    state = saved_and_loaded(first.state())
+    resumed = make_judge(name, **options)
+    resumed.load_state(state, torch.device("cpu"))
+    after = feed(resumed, cut, len(iterates))
+    assert before + after == stops
+    assert resumed.choice() == whole.choice() and resumed.scores == whole.scores
+    if hasattr(whole, "chosen_image"):
+        expected, got = whole.chosen_image(), resumed.chosen_image()
+        assert (got is None and expected is None) or np.array_equal(got, expected)
+
+
+def test_load_state_refuses_another_judges_or_other_options_or_a_damaged_state(rng):
+    judge = WMVJudge(window=3, patience=5)
+    for t, x in enumerate(approach_then_diverge(turn=5, count=8, rng=rng)):
+        judge.update(t, x)
+    state = saved_and_loaded(judge.state())
+    cpu = torch.device("cpu")
+    with pytest.raises(BdnError, match=r"judge wmv: the saved state was made with window 3, patience 5, this judge "):
+        WMVJudge(window=4, patience=5).load_state(state, cpu)
+    with pytest.raises(BdnError, match="judge emv: the saved state is not this judge's .it names judge 'wmv'"):
+        EMVJudge().load_state(state, cpu)
+    del state["frames"]
+    with pytest.raises(BdnError, match="judge wmv: the saved state is damaged .KeyError: 'frames'"):
+        WMVJudge(window=3, patience=5).load_state(state, cpu)

@@ -22,9 +22,9 @@ import torch
 import bdn.dip.run as run_module
 from bdn.data import synthesize
 from bdn.dip.fit import DipConfig, fit_dip
-from bdn.dip.judges import EMVJudge, WMVJudge
-from bdn.dip.nets import NET_TYPES, NetSpec
-from bdn.dip.run import Item, _judge_state, _restore_judge, main, run_folder, select_items, split_part
+from bdn.dip.init import InitConfig, _metadata, save_init
+from bdn.dip.nets import NET_TYPES, NetSpec, build_net
+from bdn.dip.run import Item, main, run_folder, select_items, split_part
 from bdn.errors import BdnError
 from bdn.io import read_image, write_image
 from bdn.metrics import psnr, psnr_ssim
@@ -204,8 +204,13 @@ def test_stop_wmv_ends_the_fit_and_writes_its_choice(tmp_path, tiny_name):
         ("empty", [], "no images found"),
         ("unmatched", [], "unmatched images: 1 noisy without a clean partner"),
         ("pairs", ["--net_type", "nope"], "unknown DIP net type 'nope'"),
-        ("pairs", ["--stop", "biqan"], "--stop 'biqan': choose one of none, wmv, emv"),
+        ("pairs", ["--stop", "biqan"], "--stop 'biqan': choose one of none, wmv, emv, noise"),
         ("pairs", ["--stop", "wmv", "--wmv_window", "1"], "judge wmv: window must be an integer >= 2"),
+        ("pairs", ["--stop", "noise", "--noise_factor", "0"], "judge noise: factor must be a number > 0, got 0.0"),
+        ("pairs", ["--stop", "noise", "--noise_sigma", "-3"], "judge noise: sigma must be a number > 0, got -3.0"),
+        ("pairs", ["--mask_ratio", "0.5"], "mask_ratio > 0 hides pixels of the input image: use input_base image"),
+        ("pairs", ["--mask_ratio", "1"], "mask_ratio must be a number in [0, 1), got 1.0"),
+        ("pairs", ["--init", "nowhere.safetensors"], "init 'nowhere.safetensors': no such file"),
         ("pairs", ["--device", "tpu"], "device 'tpu': not a device name"),
         ("pairs", ["--num_iter", "0"], "num_iter must be a positive integer"),
         ("pairs", ["--num_iter", "many"], "argument --num_iter: invalid int value: 'many'"),
@@ -270,7 +275,10 @@ def test_checkpoints_resume_and_are_refused_when_corrupt_or_made_otherwise(tmp_p
     assert "run the same command again to resume" in capsys.readouterr().err
     saved = torch.load(checkpoint, weights_only=True)  # plain tensors and numbers only
     assert saved["fit"]["iteration"] == 4 and sorted(saved) == ["fit", "format", "judge", "settings", "snapshots"]
-    assert saved["judge"]["last"] == 4 and saved["judge"]["scores"].shape == (3, 2)  # windows ending at 2, 3, 4
+    judge = saved["judge"]  # its whole state: the window of iterates too
+    assert judge["judge"] == "wmv" and judge["seen"] == {"last": 4, "count": 4}
+    assert judge["track"]["scores"].shape == (3, 2) and judge["iterations"] == [3, 4]  # windows ending at 2, 3, 4
+    assert judge["frames"].shape == (2, 64 * 64 * 3) and judge["frames"].dtype == torch.float32
     good = checkpoint.read_bytes()
 
     assert main([*argv, "--lr", "0.02"]) == 1
@@ -282,6 +290,18 @@ def test_checkpoints_resume_and_are_refused_when_corrupt_or_made_otherwise(tmp_p
         err = capsys.readouterr().err
         assert f"checkpoint {checkpoint} is corrupt" in err and "delete it to start the image again" in err
         assert not (out / "a" / "done.json").exists()
+
+    checkpoint.write_bytes(good)
+    older = {**saved, "format": 1}  # WMV's window was not saved then: its judge could not resume exactly
+    torch.save(older, checkpoint)
+    assert main(argv) == 1
+    assert "was made by another version of run_BDN (format 1, this one reads 2); delete it" in capsys.readouterr().err
+
+    damaged = {**saved, "judge": {key: value for key, value in saved["judge"].items() if key != "frames"}}
+    torch.save(damaged, checkpoint)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"checkpoint {checkpoint} does not fit this image (judge wmv: the saved state is damaged" in err
 
     saved["fit"]["ema"] = saved["fit"]["ema"][..., :8]  # loads, but is not this image's
     torch.save(saved, checkpoint)
@@ -316,25 +336,136 @@ def test_a_resumed_fit_equals_an_uninterrupted_one():
         assert resumed.iterations == 9
 
 
-def test_judge_state_survives_a_resume(rng):
-    frames = [rng.normal(0, 1.0 / (1 + abs(t - 12)), (8, 8)).astype(np.float32) for t in range(40)]
-    whole, first = EMVJudge(alpha=0.3, patience=5, warmup=2), EMVJudge(alpha=0.3, patience=5, warmup=2)
-    stops = [whole.update(t, frame) for t, frame in enumerate(frames, 1)]
-    for t, frame in enumerate(frames[:15], 1):
-        first.update(t, frame)
-    second = EMVJudge(alpha=0.3, patience=5, warmup=2)
-    _restore_judge(second, _judge_state(first), torch.device("cpu"))
-    later = [second.update(t, frame) for t, frame in enumerate(frames[15:], 16)]
-    assert later == stops[15:] and second.choice() == whole.choice() and second.variances == whole.variances
-    # WMV keeps its best and its patience count, and refills its window.
-    wmv = WMVJudge(window=3, patience=50)
-    for t, frame in enumerate(frames[:15], 1):
-        wmv.update(t, frame)
-    resumed = WMVJudge(window=3, patience=50)
-    _restore_judge(resumed, _judge_state(wmv), torch.device("cpu"))
-    assert resumed.choice() == wmv.choice() and resumed.variances == wmv.variances
-    resumed.update(16, frames[15])
-    assert resumed.latest_choice == wmv.choice()
+@pytest.mark.parametrize(
+    ("stop", "at"),
+    [
+        (["--stop", "wmv", "--wmv_window", "5", "--wmv_patience", "10"], 17),  # stops at 24 uninterrupted
+        (["--stop", "noise", "--noise_sigma", "25", "--noise_factor", "2", "--num_iter", "50"], 33),  # fires at 35
+    ],
+)
+def test_a_resumed_judge_stops_and_chooses_as_an_uninterrupted_one(tmp_path, tiny_name, monkeypatch, stop, at):
+    data = make_folder(tmp_path / "data", ["a"])
+    argv = ["--dataset_real_path", str(data / "real"), "--dataset_mean_path", str(data / "mean"), "--num_iter", "60"]
+    argv += ["--save_iter", "1", "--checkpoint_iter", "5", *TINY_ARGS, *stop]
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, at)
+        assert main([*argv, "--output_path", str(tmp_path / "out")]) == 130
+    checkpoint = torch.load(tmp_path / "out" / "a" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["fit"]["iteration"] == at // 5 * 5
+    assert main([*argv, "--output_path", str(tmp_path / "out")]) == 0
+    assert main([*argv, "--output_path", str(tmp_path / "alone")]) == 0
+    done = {name: json.loads((tmp_path / name / "a" / "done.json").read_text()) for name in ("out", "alone")}
+    assert done["out"]["resumed_from"] == at // 5 * 5 and done["out"]["stopped_early"]
+    assert done["out"]["iterations"] == done["alone"]["iterations"] > at
+    for name in ("choice.json", "result.png", "log.csv"):
+        assert (tmp_path / "out" / "a" / name).read_bytes() == (tmp_path / "alone" / "a" / name).read_bytes(), name
+
+
+def test_stop_noise_ends_the_fit_where_the_residual_reaches_the_noise(tmp_path, tiny_name):
+    data = make_folder(tmp_path / "CC", ["a"])
+    out = tmp_path / "out"
+    argv = ["--dataset_real_path", str(data / "real"), "--dataset_mean_path", str(data / "mean")]
+    argv += ["--output_path", str(out), "--num_iter", "60", "--save_iter", "2", "--stop", "noise"]
+    assert main([*argv, "--noise_sigma", "25", "--noise_factor", "2", *TINY_ARGS]) == 0
+    done = json.loads((out / "a" / "done.json").read_text())
+    choice = json.loads((out / "a" / "choice.json").read_text())
+    # patience 0: the fit ends at the first iteration whose EMA is within (2 x 25 / 255)^2 of the noisy image
+    assert done["stopped_early"] and choice["judge"] == "noise" and choice["judge_iteration"] == done["iterations"]
+    threshold = (2 * 25 / 255) ** 2
+    assert 0.9 * threshold < choice["score"] <= threshold
+    assert choice["iteration"] == choice["judge_iteration"] // 2 * 2
+    assert (out / "a" / "result.png").read_bytes() == (out / "a" / choice["file"]).read_bytes()
+    # The level estimated from the image (sigma 25 noise, clipped and rounded to 8 bits) makes a similar stop.
+    assert main([*argv, "--noise_factor", "2", *TINY_ARGS, "--output_path", str(tmp_path / "estimated")]) == 0
+    estimated = json.loads((tmp_path / "estimated" / "a" / "choice.json").read_text())
+    assert estimated["judge"] == "noise" and abs(estimated["judge_iteration"] - choice["judge_iteration"]) <= 15
+
+
+# --- learned initialisations (--init) ------------------------------------------------------------------
+
+
+def tiny_init(path: Path, channels: int = 3, spec: NetSpec | None = None, seed: int = 7) -> dict:
+    """A learned initialisation for net 'tiny' (noise input of depth 4): weights of a seeded net (of `spec`)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        state = build_net(spec or TINY, 4, channels).state_dict()
+    learned = InitConfig(dip=DipConfig(net_type="tiny", input_depth=4), steps=3)
+    save_init(path, state, _metadata(learned, channels, 3, "test"))
+    return state
+
+
+def test_init_starts_every_fit_from_its_weights(tmp_path, tiny_name, monkeypatch, capsys):
+    data = make_folder(tmp_path / "data", ["a"])
+    init = tmp_path / "tiny.safetensors"
+    state = tiny_init(init)
+    config = tiny_config(net_type="skip", input_depth=32, num_iter=6, save_iter=3)  # the init replaces both
+    said = []
+    report = run_folder(
+        data / "real",
+        data / "mean",
+        tmp_path / "out",
+        config,
+        progress=False,
+        echo=said.append,
+        device="cpu",
+        init=str(init),
+    )
+    assert report.done == ["a"] and not report.problems
+    assert said[0] == f"--init {init}: fits with net_type 'tiny', input_depth 4 (what it was learned for)"
+    noisy, clean = read_image(data / "real" / "a_real.png")[0], read_image(data / "mean" / "a_mean.png")[0]
+    direct = fit_dip(
+        noisy, clean, tiny_config(net_type="tiny", num_iter=6, save_iter=3), init_state=state, progress=False
+    )
+    log = read_log(tmp_path / "out" / "a" / "log.csv")
+    assert log["loss"].astype(float).tolist() == pytest.approx([row["loss"] for row in direct.history], rel=1e-7)
+    plain = run_folder(
+        data / "real",
+        data / "mean",
+        tmp_path / "plain",
+        replace(config, net_type="tiny", input_depth=4),
+        progress=False,
+        echo=None,
+        device="cpu",
+    )
+    assert plain.rows[0]["best_psnr"] != report.rows[0]["best_psnr"]  # a random start differs
+
+    # A checkpoint remembers the init by content: made without it (or with another), it is not resumed with it.
+    argv = ["--dataset_real_path", str(data / "real"), "--dataset_mean_path", str(data / "mean"), *TINY_ARGS]
+    argv += ["--output_path", str(tmp_path / "cli"), "--num_iter", "8", "--checkpoint_iter", "2"]
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 3)
+        assert main(argv) == 130
+    capsys.readouterr()
+    assert main([*argv, "--init", str(init)]) == 1
+    assert "was made with other settings (init)" in capsys.readouterr().err
+    (tmp_path / "cli" / "a" / "checkpoint.pt").unlink()
+    assert main([*argv, "--init", str(init)]) == 0
+    assert json.loads((tmp_path / "cli" / "a" / "done.json").read_text())["iterations"] == 8
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "weights of another net", "grey init, colour images"])
+def test_a_bad_init_gives_one_line_and_exit_1_with_nothing_written(tmp_path, tiny_name, capsys, kind):
+    data = make_folder(tmp_path / "data", ["a", "b"])
+    init = tmp_path / "bad.safetensors"
+    if kind == "corrupt":
+        init.write_bytes(np.random.default_rng(0).bytes(300))
+        message = f"{init}: not a readable safetensors file"
+    elif kind == "weights of another net":
+        tiny_init(init, spec=replace(TINY, channels_down=(4, 8, 16)))
+        message = f"--init {init}: its weights do not fit the net it names"
+    else:
+        tiny_init(init, channels=1)
+        message = f"--init {init}: learned for channels=1, but this fit has channels=3"
+    out = tmp_path / "out"
+    argv = ["--dataset_real_path", str(data / "real"), "--dataset_mean_path", str(data / "mean")]
+    assert main([*argv, "--output_path", str(out), "--num_iter", "3", "--init", str(init), *TINY_ARGS]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "".join(err) and all(message in line for line in err[-2:] if "failed" not in line)
+    if kind == "grey init, colour images":  # each image fails alone, with the same line
+        assert err[0].endswith("2 image(s) failed:") and err[1].strip().startswith(f"a: {message}")
+    else:  # the file fails once, before any image
+        assert len(err) == 1 and err[0].startswith("run_BDN.py: ")
+    assert not out.exists() or list(out.iterdir()) == []
 
 
 def test_resume_after_sigkill_finishes_every_image_once(tmp_path):

@@ -3,6 +3,14 @@
     python run_BDN.py --dataset_real_path real/ --dataset_mean_path mean/ --output_path OUT --num_iter 3000
     from bdn.dip.run import run_folder; run_folder("real/", "mean/", "OUT", DipConfig(...))
 
+Options beyond the seed's: `--stop wmv|emv|noise` ends each fit by an online judge (bdn.dip.judges; the noise
+judge, the discrepancy principle, compares the EMA output with the image being fitted, at `--noise_sigma`
+(default: estimated from that image) times `--noise_factor`); `--init NAME_OR_PATH` starts every fit from a
+learned initialisation (bdn.dip.init), whose net, input and mask ratio then replace `--net_type`, `--input_base`,
+`--input_depth` and `--mask_ratio` (a file that is not an initialisation, or whose weights do not fit the net it
+names, fails before any image; an image whose colour channels it was not learned for fails alone);
+`--mask_ratio` hides that share of the input's pixels each iteration (a blind-spot fit, DipConfig.mask_ratio).
+
 Per image `<id>` (the pair's name: `5dmark3_iso3200_1` for `5dmark3_iso3200_1_real.png` / `..._mean.png`; for a
 clean-only folder, the clean file's stem without `_mean`), under OUT:
 - `<id>/<iter:05d>.png`: the EMA output every `save_iter` iterations, 8-bit PNG. The judges and the oracle choose
@@ -15,12 +23,13 @@ clean-only folder, the clean file's stem without `_mean`), under OUT:
   saved 8-bit snapshot against the clean image (float64 torch, bdn's definitions: scikit-image's defaults, equal
   to bdn.metrics to about 1e-9), or `0 0` where there is no clean image.
 - `<id>/result.png` + `<id>/choice.json` `{"judge", "iteration", "score", "judge_iteration", "file"}`:
-  with `--stop wmv|emv`, the judge's choice; otherwise, where a clean image exists, the oracle's (judge
+  with `--stop wmv|emv|noise`, the judge's choice; otherwise, where a clean image exists, the oracle's (judge
   "oracle", score = the snapshot's 8-bit PSNR, the first of equal ones). Judges and the oracle choose among
   the snapshots, so their gaps are comparable: result.png is a byte copy of the snapshot at or before the
   judge's iteration (the first snapshot if the judge chose earlier; the final EMA output, `file` null, if the
   fit ended before any snapshot). `iteration` is that snapshot's, `judge_iteration` the judge's own; a judge's
-  score is its variance at its choice. With neither a judge nor a clean image, neither file is written.
+  score is its figure at its choice: the window's or moving variance (wmv, emv), the residual variance
+  mean((EMA - noisy)^2) on [0, 1] values (noise). With neither a judge nor a clean image, neither file is written.
 - `<id>/curves.png`: PSNR of the EMA and the raw output against iteration (with a clean image) and the loss.
 - `<id>/done.json`: written last; an image is finished when and only when it exists. It holds the summary row.
 - `<id>/checkpoint.pt` while the image is unfinished (every `checkpoint_iter` iterations; deleted when done).
@@ -31,16 +40,16 @@ Every file is written atomically (bdn.io).
 
 Resume: running the same command again skips images whose done.json exists. An unfinished image continues from
 its checkpoint: `torch.save` of plain tensors and numbers (`fit_dip`'s `frame.state()`: weights, Adam moments,
-EMA, fall-back weights, noise generator, history; plus the snapshot table and the judge's state), read back with
-`torch.load(weights_only=True)`. On the CPU the resumed fit is exactly the uninterrupted one (tested through a
-SIGKILL); on CUDA it continues from the same state, but CUDA fits are not bit-reproducible anyway. An online judge
-resumes its best score, its iteration and its patience count, but not its window of iterates (100 images, too big
-to save every checkpoint): WMV refills its window first, so variances of the windows straddling the checkpoint
-are missing (its choice can only differ if the minimum lay among those) and it may stop up to `window`
-iterations later than without the interruption; EMV's moving mean and variance are saved, so it resumes exactly.
-Snapshot files past the checkpoint are deleted when the image restarts. A corrupt checkpoint is refused ("...
-is corrupt; delete it to start the image again"), never silently discarded; so is one made with other settings
-(all of DipConfig but num_iter, show_iter and the speed switches; the judge; the noise; the crop; the image).
+EMA, fall-back weights, noise generator, history; plus the snapshot table and the judge's `state()`), read back
+with `torch.load(weights_only=True)`. On the CPU the resumed fit is exactly the uninterrupted one (tested through
+a SIGKILL); on CUDA it continues from the same state, but CUDA fits are not bit-reproducible anyway. The online
+judge resumes exactly too (`load_state`): it chooses and stops where it would have without the interruption.
+That costs space: WMV's state holds its window of iterates, so each checkpoint carries `--wmv_window` float32
+images (100 colour 512x512 images: 315 MB) besides the net. Snapshot files past the checkpoint are deleted when
+the image restarts. A corrupt checkpoint is refused ("... is corrupt; delete it to start the image again"), never
+silently discarded; so is one made with other settings (all of DipConfig but num_iter, show_iter and the speed
+switches; the judge and its options; the noise; the crop; the image; the learned initialisation, by content) or
+by another version of run_BDN (an older checkpoint format).
 Snapshots and checkpoints are written by one background thread, in order (see `_Writer`).
 
 Many processes: under torchrun (WORLD_SIZE/RANK set) rank r takes images `sorted_list[r::world_size]` and uses
@@ -74,14 +83,14 @@ import torch
 
 from bdn.data import CLEAN_SUFFIX, Pair, centre_crop, clean_images, crop_to_multiple, find_pairs, load_pair, synthesize
 from bdn.dip.fit import DipConfig, DipResult, _check_config, fit_dip, pick_device, ssim_torch
-from bdn.dip.judges import EMVJudge, Judge, make_judge
-from bdn.dip.nets import NET_TYPES, min_size, net_spec, smallest_side
+from bdn.dip.judges import Judge, make_judge
+from bdn.dip.nets import NET_TYPES, build_net, min_size, net_spec, smallest_side
 from bdn.errors import BdnError
 from bdn.io import atomic_write_bytes, atomic_write_text, read_image, write_image
 
 __all__ = ["FolderReport", "Item", "build_parser", "find_items", "main", "run_folder", "select_items", "write_summary"]
 
-STOPS = ("none", "wmv", "emv")
+STOPS = ("none", "wmv", "emv", "noise")
 LOG_COLUMNS = ("iteration", "file", "loss", "psnr", "ssim", "psnr_raw")
 SUMMARY_COLUMNS = (
     "image",
@@ -95,7 +104,7 @@ SUMMARY_COLUMNS = (
     "seconds",
     "s_per_iter",
 )
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: judges save their whole state (1: WMV without its window)
 _SNAPSHOT_NAME = re.compile(r"^(\d{5,})\.png$")
 # Settings that do not change what a fit computes, so a checkpoint made under other values still fits.
 _FREE_SETTINGS = ("num_iter", "show_iter", "channels_last", "cuda_graph")
@@ -228,57 +237,88 @@ def _load(item: Item, config: DipConfig, noise: tuple[str, float | None], crop: 
 
 
 def _settings(
-    config: DipConfig, stop: str, judge_options: dict, noise: str, crop: int | None, noisy: np.ndarray
+    config: DipConfig,
+    stop: str,
+    judge_options: dict,
+    noise: str,
+    crop: int | None,
+    noisy: np.ndarray,
+    init: str = "none",
 ) -> dict[str, str]:
-    """Everything that fixes what a fit computes, as text: a checkpoint resumes only under the same settings."""
+    """Everything that fixes what a fit computes, as text: a checkpoint resumes only under the same settings.
+
+    `init` names the learned initialisation by its content (see `_open_init`), not by its name or path.
+    """
     settings = {f.name: repr(getattr(config, f.name)) for f in fields(config) if f.name not in _FREE_SETTINGS}
     settings["net_type"] = repr(net_spec(config.net_type))  # 'skip' and its NetSpec are the same net
     settings["stop"] = repr((stop, sorted(judge_options.items())))
     settings["noise"] = noise
     settings["crop"] = repr(crop)
     settings["image"] = f"{noisy.shape} sha256 {hashlib.sha256(noisy.tobytes()).hexdigest()[:16]}"
+    settings["init"] = init
     return settings
 
 
-# --- judges: their state across a resume -------------------------------------------------------------------
+# --- learned initialisation (--init) -----------------------------------------------------------------------
 
 
-def _judge_state(judge: Judge | None) -> dict:
-    """What a resumed WMV/EMV judge needs (see the module docstring); {} for other judges."""
-    track, seen = getattr(judge, "_track", None), getattr(judge, "_seen", None)
-    if track is None or seen is None:
-        return {}
-    track.resolve()
-    state = {
-        "last": -1 if seen.last is None else int(seen.last),
-        "count": int(seen.count),
-        "best": float(track.best),
-        "best_iteration": -1 if track.best_iteration is None else int(track.best_iteration),
-        "since_best": int(track.since_best),
-        "stopped": bool(track.stopped),
-        "scores": torch.tensor(track.scores, dtype=torch.float64).reshape(-1, 2),
-    }
-    if isinstance(judge, EMVJudge) and judge._mean is not None:
-        state["mean"], state["var"] = judge._mean.detach().cpu().clone(), judge._var.detach().cpu().clone()
-    return state
+@dataclass(frozen=True)
+class _Init:
+    """A learned initialisation, opened once for the whole folder."""
+
+    given: str  # as the user named it (messages)
+    state: dict  # the net's state_dict
+    metadata: dict  # what it was learned for (bdn.dip.init)
+    identity: str  # sha256 of its file, first 16 hex digits: what a checkpoint remembers
 
 
-def _restore_judge(judge: Judge | None, state: dict, device: torch.device) -> None:
-    track, seen = getattr(judge, "_track", None), getattr(judge, "_seen", None)
-    if not state or track is None or seen is None:
-        return
-    seen.last = None if state["last"] < 0 else int(state["last"])
-    seen.count = int(state["count"])
-    track.best, track.since_best, track.stopped = float(state["best"]), int(state["since_best"]), bool(state["stopped"])
-    track.best_iteration = None if state["best_iteration"] < 0 else int(state["best_iteration"])
-    track.scores = [(int(i), float(v)) for i, v in state["scores"].tolist()]
-    if isinstance(judge, EMVJudge) and "mean" in state:
-        judge._mean, judge._var = state["mean"].to(device), state["var"].to(device)
+def _open_init(init: str, config: DipConfig) -> tuple[_Init, DipConfig]:
+    """The initialisation and the config it fixes (net, input, mask ratio); BdnError for a bad or unfit file.
+
+    Its weights are loaded into the net its metadata names here, once, so a file whose weights belong to another
+    net fails before any image is touched (not at each image's fit).
+    """
+    from bdn.dip.init import config_for_init, find_init, load_init
+
+    path = find_init(init)
+    state, metadata = load_init(path)
+    try:
+        wanted = config_for_init(metadata, config)
+        _check_config(wanted)
+        channels = int(metadata["channels"])
+        depth = wanted.input_depth if wanted.input_base == "noise" else channels
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left alone
+            net = build_net(wanted.net_type, depth, channels)
+        net.load_state_dict(state, strict=True)
+    except BdnError as error:
+        raise BdnError(f"--init {init}: {error}") from None
+    except (KeyError, ValueError) as error:
+        raise BdnError(f"--init {init}: its metadata is incomplete or damaged ({error!r})") from None
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())[:200]
+        raise BdnError(f"--init {init}: its weights do not fit the net it names ({detail})") from None
+    try:
+        identity = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError as error:
+        raise BdnError(f"--init {init}: cannot read {path} ({error.strerror or error})") from None
+    return _Init(str(init), state, metadata, identity), wanted
+
+
+# --- judges ------------------------------------------------------------------------------------------------
+
+
+def _make_judge(stop: str, judge_options: dict, noisy: np.ndarray) -> Judge | None:
+    """The online judge for one image (None for --stop none); the noise judge compares with the fitted image."""
+    if stop == "none":
+        return None
+    if stop == "noise":
+        return make_judge(stop, noisy=noisy, **judge_options)
+    return make_judge(stop, **judge_options)
 
 
 def _judge_score(judge: Judge, iteration: int) -> float | None:
-    scores = dict(getattr(judge, "variances", []))
-    return scores.get(iteration)
+    """The judge's own figure at `iteration`: a variance (wmv, emv), the residual variance (noise)."""
+    return dict(getattr(judge, "scores", [])).get(iteration)
 
 
 # --- one image ---------------------------------------------------------------------------------------------
@@ -299,7 +339,7 @@ def _load_checkpoint(path: Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         parts = {"settings": dict, "fit": dict, "snapshots": torch.Tensor, "judge": dict}
-        if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("format"), int):
             raise ValueError("not a run_BDN checkpoint")
         for key, kind in parts.items():
             if not isinstance(checkpoint.get(key), kind):
@@ -309,6 +349,11 @@ def _load_checkpoint(path: Path) -> dict:
     except Exception as error:  # torch.load raises many types for damaged files; all mean the same here
         detail = " ".join(str(error).split())[:120]
         raise BdnError(f"checkpoint {path} is corrupt ({detail}); delete it to start the image again") from None
+    if checkpoint["format"] != CHECKPOINT_FORMAT:
+        raise BdnError(
+            f"checkpoint {path} was made by another version of run_BDN (format {checkpoint['format']}, this one "
+            f"reads {CHECKPOINT_FORMAT}); delete it to start the image again"
+        )
     return checkpoint
 
 
@@ -494,11 +539,18 @@ def _run_image(
     progress: bool,
     label: str,
     rank: int = 0,
+    init: _Init | None = None,
 ) -> tuple[dict, int | None]:
     """Fit one image and write its files; returns (its done.json record, the iteration it resumed from)."""
     folder = out / item.name
     noisy, clean = _load(item, config, noise, crop)
-    settings = _settings(config, stop, judge_options, noise_text if item.noisy is None else "real", crop, noisy)
+    if init is not None:
+        from bdn.dip.init import check_init_fits
+
+        check_init_fits(init.metadata, config, 1 if noisy.ndim == 2 else 3, what=f"--init {init.given}")
+    noise_used = noise_text if item.noisy is None else "real"
+    identity = "none" if init is None else init.identity
+    settings = _settings(config, stop, judge_options, noise_used, crop, noisy, identity)
     checkpoint_path = folder / "checkpoint.pt"
     resume_state, judge_state, start = None, {}, 0
     snapshots: dict[int, tuple[float, float]] = {}
@@ -512,8 +564,14 @@ def _run_image(
             path.unlink()
     folder.mkdir(parents=True, exist_ok=True)
 
-    judge = make_judge(stop, **judge_options) if stop != "none" else None
-    _restore_judge(judge, judge_state, device)
+    judge = _make_judge(stop, judge_options, noisy)
+    if judge is not None and resume_state is not None:
+        try:
+            judge.load_state(judge_state, device)
+        except BdnError as error:
+            raise BdnError(
+                f"checkpoint {checkpoint_path} does not fit this image ({error}); delete it to start the image again"
+            ) from None
     clean_t = _tensor(clean, device).to(torch.float64) if clean is not None else None
 
     writer = _Writer()
@@ -530,7 +588,7 @@ def _run_image(
                 "settings": settings,
                 "fit": frame.state(),  # CPU copies: the writer may take its time
                 "snapshots": table,
-                "judge": _judge_state(judge),
+                "judge": judge.state() if judge is not None else {},  # plain numbers and CPU copies
             }
             writer.submit(_save_checkpoint, checkpoint_path, state)
         return False
@@ -541,6 +599,7 @@ def _run_image(
             clean,
             config,
             device=device,
+            init_state=None if init is None else init.state,
             resume_state=resume_state,
             on_iteration=on_iteration,
             judge=judge,
@@ -656,9 +715,14 @@ def run_folder(
     device: str = "auto",
     progress: bool = True,
     echo: Callable[[str], None] | None = print,
+    init: str | None = None,
 ) -> FolderReport:
     """DIP over a folder (see the module docstring for the files); BdnError for bad input as a whole, while one
-    bad image only adds a line to `problems` and the batch goes on."""
+    bad image only adds a line to `problems` and the batch goes on.
+
+    `init`: a learned initialisation (a shipped name or a safetensors file, bdn.dip.init); it fixes the net,
+    the input and the mask ratio of `config` to those it was learned for, and every fit starts from its weights.
+    """
     from bdn.noise import parse_noise
 
     config = DipConfig() if config is None else config
@@ -671,12 +735,22 @@ def run_folder(
         )
     if stop not in STOPS:
         raise BdnError(f"--stop {stop!r}: choose one of {', '.join(STOPS)}")
-    if stop != "none":
-        make_judge(stop, **judge_options)  # bad judge options fail now, not once per image
+    if stop != "none":  # bad judge options fail now, not once per image
+        probe = {"noisy": np.full((16, 16), 0.5, np.float32), "sigma": 1.0} if stop == "noise" else {}
+        make_judge(stop, **{**probe, **judge_options})
     noise_model = parse_noise(noise)
     for name, value, least in (("--crop", crop, 1), ("--limit", limit, 1), ("--checkpoint_iter", checkpoint_iter, 0)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise BdnError(f"{name} must be a whole number >= {least}, got {value!r}")
+    opened, changed = None, []
+    if init is not None:
+        given = config
+        opened, config = _open_init(init, config)
+        changed = [
+            f"{name} {getattr(config, name)!r}"
+            for name in ("net_type", "input_base", "input_depth", "mask_ratio")
+            if getattr(config, name) != getattr(given, name)
+        ]
     items = find_items(noisy_dir, clean_dir)
     if limit is not None:
         items = items[:limit]
@@ -689,6 +763,8 @@ def run_folder(
     except OSError as error:
         raise BdnError(f"{out}: cannot create the output folder ({error.strerror or error})") from None
     say = echo or (lambda _text: None)
+    if opened is not None and changed and rank == 0:
+        say(f"--init {init}: fits with {', '.join(changed)} (what it was learned for)")
     grouped = _start_group(world)
     show = progress and rank == 0
     report = FolderReport()
@@ -716,6 +792,7 @@ def run_folder(
                 progress=show,
                 label=f"{item.name} ({index}/{len(mine)})",
                 rank=rank,
+                init=opened,
             )
         except BdnError as error:
             report.problems.append(_problem(item, error))
@@ -787,11 +864,37 @@ def build_parser(prog: str = "run_BDN.py") -> argparse.ArgumentParser:
     add("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     add("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     add("--seed", type=int, default=defaults.seed)
-    add("--stop", default="none", help="online judge that ends each fit: none | wmv | emv")
+    add(
+        "--mask_ratio",
+        type=float,
+        default=defaults.mask_ratio,
+        help="share of pixels hidden from the input each iteration (blind-spot fit; needs --input_base image or "
+        "smoothed)",
+    )
+    add(
+        "--init",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="learned initialisation: a shipped name or a .safetensors file; it sets --net_type, --input_base, "
+        "--input_depth and --mask_ratio to what it was learned for",
+    )
+    add("--stop", default="none", help="online judge that ends each fit: none | wmv | emv | noise")
     add("--wmv_window", type=int, default=None, help="WMV window (default 100)")
     add("--wmv_patience", type=int, default=None, help="WMV patience (default 1000)")
     add("--emv_alpha", type=float, default=None, help="EMV smoothing (default 0.1)")
     add("--emv_patience", type=int, default=None, help="EMV patience (default 1000)")
+    add(
+        "--noise_sigma",
+        type=float,
+        default=None,
+        help="noise judge: noise level, 0-255 (default: estimated from each image)",
+    )
+    add(
+        "--noise_factor",
+        type=float,
+        default=None,
+        help="noise judge: stop when the residual variance is <= (factor x sigma)^2 (default 1)",
+    )
     add("--noise", default="gaussian:25", help="noise synthesised for a clean-only folder, MODEL[:STRENGTH]")
     add("--is_split_dataset", action="store_true", help="take one part of the sorted image list (the seed's split)")
     add("--dataset_part_id", default=None, help="part I (1-based), or I/P as the seed wrote it")
@@ -837,6 +940,7 @@ def _config(args: argparse.Namespace) -> DipConfig:
         reference_std=args.reference_std,
         reference_perturbation=args.reference_perturbation,
         fallback_db=fallback,
+        mask_ratio=args.mask_ratio,
         seed=args.seed,
     )
     _check_config(config)
@@ -847,6 +951,7 @@ def _judge_options(args: argparse.Namespace) -> dict:
     given = {
         "wmv": {"window": args.wmv_window, "patience": args.wmv_patience},
         "emv": {"alpha": args.emv_alpha, "patience": args.emv_patience},
+        "noise": {"sigma": args.noise_sigma, "factor": args.noise_factor},
     }.get(args.stop, {})
     return {key: value for key, value in given.items() if value is not None}
 
@@ -873,6 +978,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "run_BDN.py") -> int:
             checkpoint_iter=args.checkpoint_iter,
             device=args.device,
             progress=args.progress,
+            init=args.init,
         )
     except BdnError as error:
         print(f"{prog}: {' '.join(str(error).split())}", file=sys.stderr)
