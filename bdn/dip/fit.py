@@ -73,6 +73,9 @@ class DipConfig:
     reference_perturbation: str = "fixed"  # the seed's literal behaviour; 'random' or 'none' as alternatives
     fallback_db: float | None = 8.0  # restore the last good weights when PSNR vs noisy drops by more; None: off
     smooth_sigma: float = 1.0  # Gaussian sigma in pixels for input_base='smoothed'
+    # Blind-spot fitting (MPI, Ma et al. 2024): each iteration hides this share of the pixels from the input and
+    # takes the loss only on the hidden ones, so the net cannot copy a pixel's noise; needs an image input.
+    mask_ratio: float = 0.0
     seed: int = 0
     channels_last: bool | None = None  # None: chosen by device and net width (see pick_memory_format)
     cuda_graph: bool | None = None  # None: on CUDA, replay each iteration as one CUDA graph (see _Graphs)
@@ -172,6 +175,11 @@ def _check_config(config: DipConfig) -> None:
             raise BdnError(f"DIP config: {name} must be a number >= 0, got {value!r}")
     if config.input_base not in INPUT_BASES:
         raise BdnError(f"DIP config: input_base must be one of {', '.join(INPUT_BASES)}, got {config.input_base!r}")
+    ratio = config.mask_ratio
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
+        raise BdnError(f"DIP config: mask_ratio must be a number in [0, 1), got {ratio!r}")
+    if ratio > 0 and config.input_base == "noise":
+        raise BdnError("DIP config: mask_ratio > 0 hides pixels of the input image: use input_base image or smoothed")
     for name in ("input_perturbation", "reference_perturbation"):
         if getattr(config, name) not in PERTURBATIONS:
             raise BdnError(
@@ -580,6 +588,8 @@ def fit_dip(
     in_std = config.input_std / 255.0 if config.input_perturbation != "none" else 0.0
     ref_std = config.reference_std / 255.0 if config.reference_perturbation != "none" else 0.0
     inp_buf = torch.empty_like(base)
+    masking = config.mask_ratio > 0
+    hidden = torch.empty((1, 1, height, width), device=dev) if masking else None
     ref_buf = torch.empty_like(noisy_t)
     ema = torch.empty_like(noisy_t)
     raw = torch.empty_like(noisy_t)
@@ -642,8 +652,14 @@ def fit_dip(
         with torch.no_grad():
             inp = perturbed(inp_buf, base, in_std, config.input_perturbation)
             ref = perturbed(ref_buf, noisy_t, ref_std, config.reference_perturbation)
-        out = net(inp)
-        loss = F.mse_loss(out, ref)
+        if masking:
+            # hidden = 1 where the pixel is hidden from the net (all channels together) and scored.
+            hidden.bernoulli_(config.mask_ratio, generator=gen)
+            out = net(inp * (1.0 - hidden))
+            loss = ((out - ref) ** 2 * hidden).sum() / (hidden.sum() * out.shape[1]).clamp(min=1.0)
+        else:
+            out = net(inp)
+            loss = F.mse_loss(out, ref)
         loss.backward()
         with torch.no_grad():
             raw.copy_(out)
@@ -658,12 +674,14 @@ def fit_dip(
         with torch.no_grad():
             if checks:
                 torch.where(fell, saved, flat, out=flat)
+            # Blind-spot fits average only the hidden pixels' outputs: the visible ones are copies of the input.
+            weight = hidden * (1.0 - config.ema) if masking else 1.0 - config.ema
             if first:
                 ema.copy_(raw)
             elif checks:
-                torch.where(fell, ema, torch.lerp(ema, raw, 1.0 - config.ema), out=ema)
+                torch.where(fell, ema, torch.lerp(ema, raw, weight), out=ema)
             else:
-                ema.lerp_(raw, 1.0 - config.ema)
+                ema.lerp_(raw, weight)
             p_ema, p_raw = (_psnr(ema, clean_t), _psnr(raw, clean_t)) if clean_t is not None else (nan, nan)
             torch.stack([loss.detach(), p_ema, p_raw, p_noisy, fell.to(row.dtype)], out=row)
 
