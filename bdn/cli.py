@@ -93,6 +93,38 @@ def run_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_dip_init(args: argparse.Namespace) -> int:
+    import time
+
+    from bdn.dip import DipConfig
+    from bdn.dip.init import InitConfig, init_metadata, learn_init, shipped_inits
+
+    if args.list:
+        for name, path in shipped_inits().items():
+            meta = init_metadata(path)
+            keys = ("scheme", "net_type", "input_base", "channels", "mask_ratio", "steps", "source")
+            print(f"{name:16s} " + " ".join(f"{key}={meta.get(key, '?')}" for key in keys))
+        if not shipped_inits():
+            print("no shipped DIP initialisations")
+        return 0
+    if args.folder is None or args.out is None:
+        raise BdnError("dip-init needs a FOLDER of images and --out PATH (or --list)")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    # The fit the weights are for: reptile meta-learns the plain DIP (noise input); masked learns to fill in images.
+    dip = DipConfig(net_type=args.net_type)
+    if args.scheme == "masked":
+        dip = DipConfig(net_type=args.net_type, input_base="image", mask_ratio=args.fit_mask_ratio)
+    names = ("steps", "patch", "inner_steps", "meta_lr", "batch", "lr", "mask_ratio", "seed")
+    config = InitConfig(scheme=args.scheme, dip=dip, **{name: getattr(args, name) for name in names})
+    start = time.perf_counter()
+    out = learn_init(Path(args.folder), Path(args.out), config, channels=args.channels, device=args.device)
+    print(f"wrote {out} ({args.scheme}, {config.steps} steps, {time.perf_counter() - start:.1f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bdn.methods import METHODS
 
@@ -111,11 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="denoise sample images with every method; figure and table")
     demo.add_argument("-o", "--output", default="results/demo", help="output folder (default results/demo)")
-    demo.add_argument("--methods", nargs="+", help="only these methods (default: all)")
+    demo.add_argument("--methods", nargs="+", help="these methods (default: all but dip, which takes minutes)")
     demo.set_defaults(handler=run_demo)
 
     bench = commands.add_parser("bench", help="measure methods on datasets: PSNR, SSIM, time, memory")
-    bench.add_argument("--methods", nargs="+", default=["noisy", *METHODS], help="methods ('noisy' = input)")
+    # DIP joins a bench only when named: minutes to hours an image on a CPU (run_BDN.py is its dataset runner).
+    quick = [name for name, method in METHODS.items() if method.family != "dip"]
+    bench.add_argument(
+        "--methods", nargs="+", default=["noisy", *quick], help="methods ('noisy' = input; dip if named)"
+    )
     bench.add_argument(
         "--datasets", nargs="+", default=["CC", "PolyU", "Set12", "BSD68"], help="names; NAME:S1,S2 sets own sigmas"
     )
@@ -133,6 +169,29 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--root", help="data root (default: BDN_DATA or the project's datasets/)")
     download.add_argument("--base-url", help="alternative source root (a mirror, or file:// for a local copy)")
     download.set_defaults(handler=run_download)
+
+    init = commands.add_parser("dip-init", help="learn a DIP initialisation (--init) from a folder of images")
+    init.add_argument("folder", nargs="?", help="images: noisy ones (reptile) or clean ones (masked)")
+    init.add_argument("--out", help="safetensors file to write; an unfinished run there resumes")
+    init.add_argument("--list", action="store_true", help="list the shipped initialisations and stop")
+    init.add_argument("--scheme", default="reptile", help="reptile (meta-learning) or masked (MPI); default reptile")
+    init.add_argument("--net-type", default="skip", help="DIP net the weights are for (default skip)")
+    init.add_argument("--channels", type=int, default=3, help="1 (grey) or 3 (colour, default)")
+    init.add_argument("--fit-mask-ratio", type=float, default=0.5, help="masked: share hidden in the DIP fit (0.5)")
+    for flag, kind, default, what in (
+        ("steps", int, 1000, "outer steps (reptile) or batches (masked)"),
+        ("patch", int, 64, "side of the random training patches"),
+        ("inner-steps", int, 10, "reptile: DIP iterations per patch"),
+        ("meta-lr", float, 1.0, "reptile: outer step size, decayed to 0"),
+        ("batch", int, 8, "masked: patches per batch"),
+        ("lr", float, 1e-3, "masked: Adam's rate, cosine-decayed"),
+        ("mask-ratio", float, 0.5, "masked: share of pixels hidden in training"),
+    ):
+        init.add_argument(f"--{flag}", type=kind, default=default, help=f"{what} (default {default})")
+    init.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ...")
+    init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--threads", type=int, help="CPU threads for torch")
+    init.set_defaults(handler=run_dip_init)
 
     methods = commands.add_parser("methods", help="list the denoising methods")
     methods.set_defaults(handler=run_methods)

@@ -46,6 +46,8 @@ METHODS: dict[str, Method] = {
             "locally adaptive Wiener filter",
         ),
         Method("bm3d", "bdn.classical:bm3d", 16, "classical", "block-matching and 3-D filtering"),
+        # Padded inside to the generator's sizes, so any image of a few pixels a side works.
+        Method("dip", "bdn.dip.denoise:dip", 4, "dip", "Deep Image Prior, stopped by a judge (minutes on a CPU)"),
     )
 }
 

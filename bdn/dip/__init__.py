@@ -1,4 +1,5 @@
-"""Deep Image Prior: the generators (`nets`), the fitting loop (`fit`) and the stopping rules (`judges`).
+"""Deep Image Prior: the generators (`nets`), the fitting loop (`fit`), the stopping rules (`judges`), learned
+initialisations (`init`), the folder runner (`run`, run_BDN.py) and DIP as a `bdn.denoise()` method (`denoise`).
 
 Needs torch; `import bdn` alone does not import this package.
 
@@ -8,7 +9,7 @@ Needs torch; `import bdn` alone does not import this package.
 """
 
 from bdn.dip.fit import DipConfig, DipFrame, DipResult, fit_dip, pick_device, ssim_torch
-from bdn.dip.judges import JUDGES, EMVJudge, Judge, NoneJudge, OracleJudge, WMVJudge, make_judge
+from bdn.dip.judges import JUDGES, EMVJudge, Judge, NoiseJudge, NoneJudge, OracleJudge, WMVJudge, make_judge
 from bdn.dip.nets import (
     NET_TYPES,
     NetSpec,
@@ -30,6 +31,7 @@ __all__ = [
     "EMVJudge",
     "Judge",
     "NetSpec",
+    "NoiseJudge",
     "NoneJudge",
     "OracleJudge",
     "SkipNet",

@@ -1,0 +1,171 @@
+"""bdn's default DIP (what `bdn denoise --method dip` runs) against the seed's setup, on issue 3's CC images.
+
+For each image: the default fit as users get it (`bdn.dip.denoise.prepare`: its generator, its learned
+initialisation, its judge), timed to the judge's choice, with the clean image beside it for the figures only:
+the chosen image's PSNR, and the oracle peak of the EMA output over the iterations run. With `--past-stop N` the
+fit goes on to iteration N after the judge has chosen (the choice frozen), so the oracle peak is also looked
+for after the stop. Each image runs in a fresh process with `--threads` threads, so its peak memory is its own.
+The seed's columns come from benchmarks/records/dip_seed_peaks_h100.csv (iterations to its peak) times its
+seconds per iteration measured here in the same run (`--seed-timing`), or given with `--seed-sec-per-iter`.
+
+    python benchmarks/dip_default.py --threads 2 --out results/dip_default
+
+Writes <out>/<image>.json (one per image; an existing one is kept: the run resumes), <out>/curves.csv and
+<out>/summary.csv/.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from dip_seed_curves import CROP_IMAGES, FULL_IMAGES, cases  # noqa: E402
+
+RECORD = Path(__file__).parent / "records" / "dip_seed_peaks_h100.csv"
+
+
+class _FrozenAfterStop:
+    """Wraps a judge: feeds it until it says stop, then keeps its choice and lets the fit run on."""
+
+    def __init__(self, judge) -> None:
+        self.judge, self.name, self.source = judge, judge.name, judge.source
+        self.stop_iteration: int | None = None
+
+    def update(self, iteration: int, image) -> bool:
+        if self.stop_iteration is None and self.judge.update(iteration, image):
+            self.stop_iteration = iteration
+        return False
+
+    @property
+    def latest_choice(self) -> int | None:
+        return None if self.stop_iteration is not None else getattr(self.judge, "latest_choice", None)
+
+    def choice(self) -> int:
+        return self.judge.choice()
+
+    def chosen_image(self):
+        return self.judge.chosen_image() if hasattr(self.judge, "chosen_image") else None
+
+
+def run_one(name: str, threads: int, past_stop: int | None, iterations: int, out: Path) -> dict:
+    import torch
+
+    from bdn.dip.denoise import prepare
+    from bdn.dip.fit import fit_dip
+    from bdn.metrics import psnr
+
+    torch.set_num_threads(threads)
+    noisy, clean = next((noisy, clean) for case, noisy, clean in cases(CROP_IMAGES, FULL_IMAGES) if case == name)
+    job = prepare(noisy, iterations=max(iterations, past_stop or 0))
+    judge = _FrozenAfterStop(job.judge) if past_stop else job.judge
+    stamps: dict[int, float] = {}
+    start = time.perf_counter()
+
+    def stamp(iteration: int, frame) -> None:
+        stamps[iteration] = time.perf_counter() - start
+
+    result = fit_dip(
+        job.padded,
+        clean,
+        job.config,
+        device="cpu",
+        init_state=job.init_state,
+        judge=judge,
+        on_iteration=stamp,
+        progress=False,
+    )
+    stop = judge.stop_iteration if past_stop else result.iterations
+    stop = stop or result.iterations
+    chosen = result.judge_image if result.judge_image is not None else result.ema
+    curve = pd.DataFrame(result.history)[["iteration", "psnr"]].assign(image=name)
+    curve.to_csv(out / f"{name}.curve.csv", index=False)
+    upto = curve[curve.iteration <= stop]
+    return {
+        "image": name,
+        "noisy_psnr": psnr(clean, noisy),
+        "chosen_iteration": result.judge_iteration,
+        "chosen_psnr": psnr(clean, job.crop(chosen)),
+        "stop_iteration": stop,
+        "seconds_to_choice": stamps[stop],
+        "peak_psnr_to_stop": float(upto.psnr.max()),
+        "peak_psnr": result.peak_psnr,
+        "peak_iteration": result.peak_iteration,
+        "iterations_run": result.iterations,
+        "sec_per_iter": result.seconds_per_iteration,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "config": repr(job.config),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--images", nargs="*", help="case names (default: the five crops and the full image)")
+    parser.add_argument("--iterations", type=int, default=3000, help="the most iterations (as dip() defaults)")
+    parser.add_argument("--past-stop", type=int, help="run on to this iteration after the judge's choice")
+    parser.add_argument(
+        "--seed-sec-per-iter",
+        type=float,
+        nargs=2,
+        metavar=("S256", "S512"),
+        help="the seed's seconds per iteration here at 256 and 512 (from dip_speed.py)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("results/dip_default"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.worker:
+        row = run_one(args.worker, args.threads, args.past_stop, args.iterations, args.out)
+        (args.out / f"{args.worker}.json").write_text(json.dumps(row, indent=1))
+        return
+    names = args.images or [f"{n}_c256" for n in CROP_IMAGES] + [f"{n}_full" for n in FULL_IMAGES]
+    for name in names:
+        if (args.out / f"{name}.json").exists():
+            continue
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            name,
+            "--threads",
+            str(args.threads),
+            "--iterations",
+            str(args.iterations),
+            "--out",
+            str(args.out),
+        ]
+        if args.past_stop:
+            command += ["--past-stop", str(args.past_stop)]
+        subprocess.run(command, check=True)
+        print(json.loads((args.out / f"{name}.json").read_text()), flush=True)
+    rows = pd.DataFrame([json.loads((args.out / f"{n}.json").read_text()) for n in names])
+    seed = pd.read_csv(RECORD).query("net_type == 'skip'").set_index("image")
+    rows["seed_peak_psnr"] = rows.image.map(seed.peak_psnr)
+    rows["seed_peak_iteration"] = rows.image.map(seed.peak_iteration)
+    if args.seed_sec_per_iter:
+        per_iter = rows.image.map(lambda n: args.seed_sec_per_iter[1 if n.endswith("_full") else 0])
+        rows["seed_time_to_peak_s"] = rows.seed_peak_iteration * per_iter
+        rows["speedup"] = rows.seed_time_to_peak_s / rows.seconds_to_choice
+    rows["chosen_minus_seed_peak"] = rows.chosen_psnr - rows.seed_peak_psnr
+    rows["peak_minus_seed_peak"] = rows.peak_psnr - rows.seed_peak_psnr
+    table = rows.drop(columns=["config"])
+    table.to_csv(args.out / "summary.csv", index=False)
+    text = table.to_markdown(index=False, floatfmt=".2f")
+    crops = table[~table.image.str.endswith("_full")]
+    means = crops.drop(columns=["image"]).mean(numeric_only=True)
+    text += "\n\nMean over the crops: " + ", ".join(f"{k} {v:.2f}" for k, v in means.items()) + "\n"
+    text += f"\nConfig: {rows.config.iloc[0]}\n"
+    (args.out / "summary.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
