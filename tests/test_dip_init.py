@@ -51,7 +51,7 @@ def make_folder(folder: Path) -> Path:
 def tiny_config(scheme: str, **changes) -> InitConfig:
     dip = DipConfig(net_type=TINY, input_depth=4)
     if scheme == "masked":
-        dip = DipConfig(net_type=TINY, input_base="image", mask_ratio=0.5)
+        dip = DipConfig(net_type=TINY, input_base="image", mask_ratio=0.5, lr=2e-3, reference_perturbation="none")
     fields = {"scheme": scheme, "dip": dip, "steps": 4, "patch": 16, "inner_steps": 3, "batch": 2, "save_every": 1}
     return InitConfig(**{**fields, **changes})
 
@@ -177,6 +177,8 @@ def test_config_for_init_and_check_init_fits(learned):
     assert result.iterations == 2
     config = config_for_init(masked[1], DipConfig(input_depth=7))
     assert (config.input_base, config.input_depth, config.mask_ratio) == ("image", 7, 0.5)
+    # The fit settings it was learned with come along: rate and perturbations.
+    assert (config.lr, config.reference_perturbation, config.input_perturbation) == (2e-3, "none", "fixed")
     check_init_fits(masked[1], config, 3, "init m")
 
     with pytest.raises(BdnError, match="^init m: learned for channels=3, but this fit has channels=1$"):

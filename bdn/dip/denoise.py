@@ -78,16 +78,21 @@ def prepare(
     if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
         raise BdnError(f"dip: iterations must be a whole number >= 1, got {iterations!r}")
     config = DipConfig(num_iter=int(iterations), seed=seed, show_iter=min(100, int(iterations)))
+    init_state = None
+    if init is not None:
+        from bdn.dip.init import config_for_init, load_init
+
+        init_state, metadata = load_init(init)
+        config = config_for_init(metadata, config)
+        if net_type is not None and net_type != config.net_type:
+            raise BdnError(f"dip: init {init} is for net {config.net_type!r}; leave net_type out or use another init")
     if net_type is not None:
         config = dataclasses.replace(config, net_type=net_type)
     if lr is not None:
         config = dataclasses.replace(config, lr=lr)
-    init_state = None
     if init is not None:
-        from bdn.dip.init import check_init_fits, config_for_init, load_init
+        from bdn.dip.init import check_init_fits
 
-        init_state, metadata = load_init(init)
-        config = config_for_init(metadata, config)
         check_init_fits(metadata, config, 1 if image.ndim == 2 else 3, f"init {init}")
     padded, size = pad_for_net(image, min_size(config.net_type), smallest_side(config.net_type))
     judge = None

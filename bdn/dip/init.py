@@ -59,6 +59,8 @@ __all__ = [
 INIT_SCHEMES = ("reptile", "masked")
 FORMAT = "bdn-dip-init-1"
 # Metadata every initialisation carries; `net_spec` (the net's shape as JSON) is checked when present.
+# DipConfig fields an initialisation carries to the fits that start from it (besides its net and input).
+FIT_SETTINGS = ("lr", "ema", "input_std", "input_perturbation", "reference_std", "reference_perturbation")
 REQUIRED_KEYS = ("format", "scheme", "net_type", "input_base", "input_depth", "channels", "mask_ratio")
 
 
@@ -169,6 +171,7 @@ def _metadata(config: InitConfig, channels: int, step: int, source: str) -> dict
         "steps": str(step),
         "source": source,
         "config": json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k != "dip"}),
+        "fit": json.dumps({key: getattr(dip, key) for key in FIT_SETTINGS}),
     }
 
 
@@ -245,8 +248,13 @@ def config_for_init(metadata: dict[str, str], config: DipConfig) -> DipConfig:
     net_type: str | NetSpec = metadata["net_type"]
     if net_type not in NET_TYPES and "net_spec" in metadata:
         net_type = _spec_from_json(metadata["net_spec"], f"init learned for net {net_type!r}")
+    # The fit's own settings the weights were learned with (rate, perturbations, EMA) come along too: an init
+    # tuned for a blind-spot fit at a low rate would be wasted by the seed's rate. Callers override after.
+    learned = json.loads(metadata.get("fit", "{}"))
+    settings = {key: learned[key] for key in FIT_SETTINGS if key in learned}
     return dataclasses.replace(
         config,
+        **settings,
         net_type=net_type,
         input_base=metadata["input_base"],
         input_depth=int(metadata["input_depth"]) if metadata["input_base"] == "noise" else config.input_depth,
@@ -279,11 +287,13 @@ def check_init_fits(metadata: dict[str, str], config: DipConfig, channels: int, 
 
 def _reptile_step(
     net_state: dict[str, torch.Tensor], patch: np.ndarray, config: InitConfig, seed: int, device: torch.device
-) -> dict[str, torch.Tensor]:
+) -> tuple[dict[str, torch.Tensor], float]:
+    """The weights after `inner_steps` DIP iterations on `patch` from `net_state`, and the last iteration's loss."""
     inner = dataclasses.replace(
         config.dip, num_iter=config.inner_steps, save_iter=config.inner_steps, show_iter=config.inner_steps, seed=seed
     )
-    return fit_dip(patch, None, inner, device=device, init_state=net_state, progress=False).state_dict
+    result = fit_dip(patch, None, inner, device=device, init_state=net_state, progress=False)
+    return result.state_dict, float(result.history[-1]["loss"])
 
 
 def _masked_batch(images: Sequence[np.ndarray], config: InitConfig, rng: np.random.Generator) -> torch.Tensor:
@@ -350,14 +360,13 @@ def learn_init(
         if config.scheme == "reptile":
             patch = _random_patch(images, config.patch, rng)
             before = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-            after = _reptile_step(before, patch, config, seed=int(rng.integers(2**31)), device=dev)
+            after, loss = _reptile_step(before, patch, config, seed=int(rng.integers(2**31)), device=dev)
             rate = config.meta_lr * (1.0 - step / config.steps)
             merged = {
                 k: (before[k] + rate * (after[k] - before[k])) if before[k].is_floating_point() else after[k]
                 for k in before
             }
-            net.load_state_dict(merged)
-            loss = float("nan")
+            net.load_state_dict(merged)  # loss: the inner fit's last, the meta-learning curve
         else:
             batch = _masked_batch(images, config, rng).to(dev)
             masks = torch.Generator().manual_seed(int(rng.integers(2**31)))
