@@ -19,6 +19,9 @@ __all__ = ["DEFAULT_ITERATIONS", "DEFAULT_STOP", "DipJob", "dip", "pad_for_net",
 # The seed's fixed budget; the judge usually ends a fit well before it.
 DEFAULT_ITERATIONS = 3000
 DEFAULT_STOP = "noise"
+# The noise rule's factor (residual <= factor x estimated sigma), set on PolyU-train curves of the seed's loop
+# (benchmarks/dip_noise_rule.py; benchmarks/records/dip_noise_rule_polyu_cpu.md).
+DEFAULT_NOISE_FACTOR = 1.0
 STOPS = ("noise", "wmv", "emv", "none")
 
 
@@ -67,6 +70,7 @@ def prepare(
     net_type: str | None = None,
     lr: float | None = None,
     seed: int = 0,
+    noise_factor: float = DEFAULT_NOISE_FACTOR,
 ) -> DipJob:
     """Everything `dip()` decides before fitting (benchmarks use it to fit exactly what users get)."""
     from bdn.dip.fit import DipConfig
@@ -97,7 +101,7 @@ def prepare(
     padded, size = pad_for_net(image, min_size(config.net_type), smallest_side(config.net_type))
     judge = None
     if stop == "noise":
-        judge = make_judge("noise", noisy=padded, sigma=sigma)
+        judge = make_judge("noise", noisy=padded, sigma=sigma, factor=noise_factor)
     elif stop != "none":
         judge = make_judge(stop)
     return DipJob(padded, size, config, init_state, judge)
@@ -113,18 +117,20 @@ def dip(
     lr: float | None = None,
     device: str = "auto",
     seed: int = 0,
+    noise_factor: float = DEFAULT_NOISE_FACTOR,
     progress: bool = False,
 ) -> np.ndarray:
     """Deep Image Prior on one image (float [0, 1], grey or RGB); returns the chosen EMA output, same shape.
 
     sigma: the noise level (0-255) for the 'noise' judge; estimated from the image when left out.
     iterations: the most iterations to run. stop: 'noise' (discrepancy principle), 'wmv', 'emv' or 'none'.
+    noise_factor: the noise rule stops once the residual std <= noise_factor x sigma (> 1 stops sooner).
     init: a shipped initialisation's name or a safetensors file (see `bdn dip-init`); it fixes the net and input.
     net_type, lr: override the generator ('skip', 'skip_light') and the learning rate.
     """
     from bdn.dip.fit import fit_dip
 
-    job = prepare(image, sigma, iterations, stop, init, net_type, lr, seed)
+    job = prepare(image, sigma, iterations, stop, init, net_type, lr, seed, noise_factor)
     result = fit_dip(
         job.padded, None, job.config, device=device, init_state=job.init_state, judge=job.judge, progress=progress
     )
