@@ -55,7 +55,7 @@ class _FrozenAfterStop:
         return self.judge.chosen_image() if hasattr(self.judge, "chosen_image") else None
 
 
-def run_one(name: str, threads: int, past_stop: int | None, iterations: int, out: Path) -> dict:
+def run_one(name: str, threads: int, past_stop: int | None, iterations: int | None, out: Path) -> dict:
     import torch
 
     from bdn.dip.denoise import prepare
@@ -64,7 +64,7 @@ def run_one(name: str, threads: int, past_stop: int | None, iterations: int, out
 
     torch.set_num_threads(threads)
     noisy, clean = next((noisy, clean) for case, noisy, clean in cases(CROP_IMAGES, FULL_IMAGES) if case == name)
-    job = prepare(noisy, iterations=max(iterations, past_stop or 0))
+    job = prepare(noisy, iterations=max(iterations, past_stop or 0) if iterations else None)
     judge = _FrozenAfterStop(job.judge) if past_stop else job.judge
     stamps: dict[int, float] = {}
     start = time.perf_counter()
@@ -109,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--images", nargs="*", help="case names (default: the five crops and the full image)")
-    parser.add_argument("--iterations", type=int, default=3000, help="the most iterations (as dip() defaults)")
+    parser.add_argument("--iterations", type=int, help="the most iterations (default: as dip() chooses)")
     parser.add_argument("--past-stop", type=int, help="run on to this iteration after the judge's choice")
     parser.add_argument(
         "--seed-sec-per-iter",
@@ -130,18 +130,9 @@ def main() -> None:
     for name in names:
         if (args.out / f"{name}.json").exists():
             continue
-        command = [
-            sys.executable,
-            __file__,
-            "--worker",
-            name,
-            "--threads",
-            str(args.threads),
-            "--iterations",
-            str(args.iterations),
-            "--out",
-            str(args.out),
-        ]
+        command = [sys.executable, __file__, "--worker", name, "--threads", str(args.threads), "--out", str(args.out)]
+        if args.iterations:
+            command += ["--iterations", str(args.iterations)]
         if args.past_stop:
             command += ["--past-stop", str(args.past_stop)]
         subprocess.run(command, check=True)

@@ -14,15 +14,18 @@ import numpy as np
 
 from bdn.errors import BdnError
 
-__all__ = ["DEFAULT_ITERATIONS", "DEFAULT_STOP", "DipJob", "dip", "pad_for_net", "prepare"]
+__all__ = ["DEFAULT_INIT", "DEFAULT_ITERATIONS", "DEFAULT_STOP", "DipJob", "dip", "pad_for_net", "prepare"]
 
-# The seed's fixed budget; the judge usually ends a fit well before it.
-DEFAULT_ITERATIONS = 3000
-DEFAULT_STOP = "noise"
-# The noise rule's factor (residual <= factor x estimated sigma), set on PolyU-train curves of the seed's loop
-# (benchmarks/dip_noise_rule.py; benchmarks/records/dip_noise_rule_polyu_cpu.md).
+# bdn's default: the shipped masked initialisation (learned on PolyU's training split, never on CC) and its
+# blind-spot fit, which does not learn the noise (each pixel is scored only while hidden from the net), so its
+# output levels off instead of peaking and needs no stopping rule: a fixed budget and the last EMA output.
+# `init="none"` gives the seed's loop, which does learn the noise and needs a judge ('noise' by default).
+DEFAULT_INIT = "polyu_masked"
+DEFAULT_ITERATIONS = {"masked": 400, "none": 3000}  # by kind of fit: blind-spot, or the seed's loop
+STOPS = ("auto", "noise", "wmv", "emv", "none")
+DEFAULT_STOP = "auto"  # 'none' for a blind-spot fit, 'noise' for the seed's loop
+# The noise rule's factor (residual <= factor x estimated sigma); see benchmarks/dip_noise_rule.py.
 DEFAULT_NOISE_FACTOR = 1.0
-STOPS = ("noise", "wmv", "emv", "none")
 
 
 def pad_for_net(image: np.ndarray, multiple: int, least: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -55,18 +58,20 @@ class DipJob:
     config: object  # DipConfig
     init_state: dict | None
     judge: object | None  # a Judge, or None for stop='none'
+    grey_as_colour: bool = False  # a grey image fitted as three equal channels (for a colour initialisation)
 
     def crop(self, image: np.ndarray) -> np.ndarray:
         height, width = self.size
-        return np.ascontiguousarray(image[:height, :width], dtype=np.float32)
+        out = image[:height, :width]
+        return np.ascontiguousarray(out.mean(axis=2) if self.grey_as_colour else out, dtype=np.float32)
 
 
 def prepare(
     image: np.ndarray,
     sigma: float | None = None,
-    iterations: int = DEFAULT_ITERATIONS,
+    iterations: int | None = None,
     stop: str = DEFAULT_STOP,
-    init: str | None = None,
+    init: str | None = DEFAULT_INIT,
     net_type: str | None = None,
     lr: float | None = None,
     seed: int = 0,
@@ -79,9 +84,9 @@ def prepare(
 
     if stop not in STOPS:
         raise BdnError(f"dip: stop must be one of {', '.join(STOPS)}, got {stop!r}")
-    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
-        raise BdnError(f"dip: iterations must be a whole number >= 1, got {iterations!r}")
-    config = DipConfig(num_iter=int(iterations), seed=seed, show_iter=min(100, int(iterations)))
+    init = None if init in (None, "none") else init
+    metadata = {}
+    config = DipConfig(seed=seed)
     init_state = None
     if init is not None:
         from bdn.dip.init import config_for_init, load_init
@@ -90,10 +95,22 @@ def prepare(
         config = config_for_init(metadata, config)
         if net_type is not None and net_type != config.net_type:
             raise BdnError(f"dip: init {init} is for net {config.net_type!r}; leave net_type out or use another init")
+    masked = config.mask_ratio > 0
+    if iterations is None:
+        iterations = DEFAULT_ITERATIONS["masked" if masked else "none"]
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
+        raise BdnError(f"dip: iterations must be a whole number >= 1, got {iterations!r}")
+    if stop == "auto":
+        stop = "none" if masked else "noise"
+    config = dataclasses.replace(config, num_iter=int(iterations), show_iter=min(100, int(iterations)))
     if net_type is not None:
         config = dataclasses.replace(config, net_type=net_type)
     if lr is not None:
         config = dataclasses.replace(config, lr=lr)
+    # A grey image meets a colour initialisation as three equal channels; the result is their mean.
+    grey_as_colour = image.ndim == 2 and metadata.get("channels") == "3"
+    if grey_as_colour:
+        image = np.repeat(image[..., None], 3, axis=2)
     if init is not None:
         from bdn.dip.init import check_init_fits
 
@@ -104,15 +121,15 @@ def prepare(
         judge = make_judge("noise", noisy=padded, sigma=sigma, factor=noise_factor)
     elif stop != "none":
         judge = make_judge(stop)
-    return DipJob(padded, size, config, init_state, judge)
+    return DipJob(padded, size, config, init_state, judge, grey_as_colour)
 
 
 def dip(
     image: np.ndarray,
     sigma: float | None = None,
-    iterations: int = DEFAULT_ITERATIONS,
+    iterations: int | None = None,
     stop: str = DEFAULT_STOP,
-    init: str | None = None,
+    init: str | None = DEFAULT_INIT,
     net_type: str | None = None,
     lr: float | None = None,
     device: str = "auto",
@@ -123,9 +140,12 @@ def dip(
     """Deep Image Prior on one image (float [0, 1], grey or RGB); returns the chosen EMA output, same shape.
 
     sigma: the noise level (0-255) for the 'noise' judge; estimated from the image when left out.
-    iterations: the most iterations to run. stop: 'noise' (discrepancy principle), 'wmv', 'emv' or 'none'.
+    iterations: the most iterations to run (default 400 for the blind-spot fit, 3000 for the seed's loop).
+    stop: 'auto' ('none' for a blind-spot fit, 'noise' otherwise), 'noise' (discrepancy principle), 'wmv', 'emv',
+    'none' (the last EMA output).
     noise_factor: the noise rule stops once the residual std <= noise_factor x sigma (> 1 stops sooner).
-    init: a shipped initialisation's name or a safetensors file (see `bdn dip-init`); it fixes the net and input.
+    init: a shipped initialisation's name (default 'polyu_masked') or a safetensors file (see `bdn dip-init`); it
+    fixes the net, input and fit settings. 'none': a random start and the seed's loop.
     net_type, lr: override the generator ('skip', 'skip_light') and the learning rate.
     """
     from bdn.dip.fit import fit_dip
