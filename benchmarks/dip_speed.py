@@ -2,8 +2,8 @@
 
 The seed's time-to-peak = its iterations to the peak of the EMA output (machine-independent; recorded from a long
 run in benchmarks/records/dip_seed_peaks_h100.csv by benchmarks/dip_seed_curves.py) x its seconds per iteration
-measured here, in this run. Issue 3's goal is bdn's default (learned initialisation + generator + online stop)
-in a tenth of that time; its rows join this table when that default exists.
+measured here, in this run. The 'default' rows time what `bdn denoise --method dip` fits (the shipped start and
+its blind-spot fit); benchmarks/dip_default.py measures that default end to end on the same images.
 
     python benchmarks/dip_speed.py --threads 2 --out results/dip_speed
 
@@ -25,7 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 RECORD = Path(__file__).parent / "records" / "dip_seed_peaks_h100.csv"
-CASES = [("skip", 256), ("skip", 512), ("skip_light", 256), ("skip_light", 512)]
+# "default" is what `bdn denoise --method dip` fits (bdn.dip.denoise.prepare: the shipped start, blind-spot fit).
+CASES = [("skip", 256), ("skip", 512), ("skip_light", 256), ("skip_light", 512), ("default", 256), ("default", 512)]
 CC_IMAGE = "d800_iso3200_2"
 
 
@@ -43,8 +44,13 @@ def time_one(net_type: str, size: int, threads: int, warmup: int, timed: int) ->
     def stamp(iteration: int, frame) -> None:
         stamps.append(time.perf_counter())
 
-    config = DipConfig(net_type=net_type, num_iter=warmup + timed)
-    fit_dip(noisy, None, config, device="cpu", progress=False, on_iteration=stamp)
+    config, init_state = DipConfig(net_type=net_type, num_iter=warmup + timed), None
+    if net_type == "default":
+        from bdn.dip.denoise import prepare
+
+        job = prepare(noisy, iterations=warmup + timed)
+        config, init_state = job.config, job.init_state
+    fit_dip(noisy, None, config, device="cpu", progress=False, on_iteration=stamp, init_state=init_state)
     intervals = sorted(b - a for a, b in zip(stamps[warmup - 1 : -1], stamps[warmup:], strict=True))
     return {
         "net_type": net_type,
@@ -61,6 +67,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--timed", type=int, default=6)
     parser.add_argument("--out", type=Path, default=Path("results/dip_speed"))
+    parser.add_argument("--cases", nargs="+", metavar="NET:SIZE", help="only these (e.g. default:256 skip:256)")
     parser.add_argument("--worker", nargs=2, metavar=("NET", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -68,7 +75,8 @@ def main() -> None:
         return
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     speeds = []
-    for net_type, size in CASES:
+    cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases] if args.cases else CASES
+    for net_type, size in cases:
         command = [sys.executable, __file__, "--worker", net_type, str(size), "--threads", str(args.threads)]
         command += ["--warmup", str(args.warmup), "--timed", str(args.timed)]
         output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
