@@ -90,22 +90,24 @@ def test_cli_denoise_with_dip(tmp_path, torch_one_thread, capsys):
     assert not (tmp_path / "o2" / "in.png").exists()
 
 
-def test_default_is_the_shipped_blind_spot_fit(torch_one_thread):
-    """The default: the shipped masked initialisation, its blind-spot fit, a fixed budget and no judge."""
+def test_default_is_the_seeds_loop_and_the_shipped_init_a_blind_spot_fit(torch_one_thread):
+    """Default: the seed's loop stopped by the noise rule; the shipped masked init: a blind-spot fit, fixed budget."""
     from bdn.dip.init import shipped_inits
 
     assert "polyu_masked" in shipped_inits()
     clean, noisy = _noisy_crop((40, 50, 3))
-    job = prepare(noisy)
+    default = prepare(noisy)
+    assert default.init_state is None and default.judge.name == "noise" and default.config.num_iter == 3000
+    assert (default.config.input_base, default.config.mask_ratio, default.config.lr) == ("noise", 0.0, 0.01)
+    job = prepare(noisy, init="polyu_masked")
     assert job.config.mask_ratio == 0.5 and job.config.input_base == "image" and job.init_state is not None
     assert (job.config.num_iter, job.judge, job.config.lr, job.config.ema) == (400, None, 0.002, 0.95)
-    assert prepare(noisy, init="none").judge.name == "noise"  # the seed's loop gets the noise rule
-    out = bdn.denoise(noisy, "dip", iterations=100)
+    out = bdn.denoise(noisy, "dip", init="polyu_masked", iterations=100)
     assert out.shape == noisy.shape
     # Fixed seeds: 100 iterations take this crop (noisy 20.5 dB, far stronger noise than PolyU's) to 24.4 dB.
     assert bdn.psnr(clean, out) > bdn.psnr(clean, noisy) + 3.0
-    grey = prepare(noisy.mean(axis=2))  # grey meets the colour init as three equal channels
+    grey = prepare(noisy.mean(axis=2), init="polyu_masked")  # grey meets the colour init as three equal channels
     assert grey.grey_as_colour and grey.padded.shape == (64, 64, 3)
     assert grey.crop(grey.padded).shape == (40, 50)
     with pytest.raises(BdnError, match="is for net 'skip'"):
-        prepare(noisy, net_type="skip_light")
+        prepare(noisy, init="polyu_masked", net_type="skip_light")
