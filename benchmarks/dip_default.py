@@ -55,7 +55,9 @@ class _FrozenAfterStop:
         return self.judge.chosen_image() if hasattr(self.judge, "chosen_image") else None
 
 
-def run_one(name: str, threads: int, past_stop: int | None, iterations: int | None, out: Path) -> dict:
+def run_one(
+    name: str, threads: int, past_stop: int | None, iterations: int | None, out: Path, init: str | None = None
+) -> dict:
     import torch
 
     from bdn.dip.denoise import prepare
@@ -64,8 +66,9 @@ def run_one(name: str, threads: int, past_stop: int | None, iterations: int | No
 
     torch.set_num_threads(threads)
     noisy, clean = next((noisy, clean) for case, noisy, clean in cases(CROP_IMAGES, FULL_IMAGES) if case == name)
-    job = prepare(noisy, iterations=max(iterations, past_stop or 0) if iterations else None)
-    judge = _FrozenAfterStop(job.judge) if past_stop else job.judge
+    options = {"init": init} if init else {}
+    job = prepare(noisy, iterations=max(iterations, past_stop or 0) if iterations else None, **options)
+    judge = _FrozenAfterStop(job.judge) if past_stop and job.judge is not None else job.judge
     stamps: dict[int, float] = {}
     start = time.perf_counter()
 
@@ -82,7 +85,7 @@ def run_one(name: str, threads: int, past_stop: int | None, iterations: int | No
         on_iteration=stamp,
         progress=False,
     )
-    stop = judge.stop_iteration if past_stop else result.iterations
+    stop = getattr(judge, "stop_iteration", None) if past_stop else result.iterations
     stop = stop or result.iterations
     chosen = result.judge_image if result.judge_image is not None else result.ema
     curve = pd.DataFrame(result.history)[["iteration", "psnr"]].assign(image=name)
@@ -125,12 +128,13 @@ def main() -> None:
         metavar=("S256", "S512"),
         help="the default's seconds per iteration here, timed alone (dip_speed.py --cases default:256 default:512)",
     )
+    parser.add_argument("--init", help="measure dip(init=...) instead of the default (e.g. polyu_masked)")
     parser.add_argument("--out", type=Path, default=Path("results/dip_default"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.worker:
-        row = run_one(args.worker, args.threads, args.past_stop, args.iterations, args.out)
+        row = run_one(args.worker, args.threads, args.past_stop, args.iterations, args.out, args.init)
         (args.out / f"{args.worker}.json").write_text(json.dumps(row, indent=1))
         return
     names = args.images or [f"{n}_c256" for n in CROP_IMAGES] + [f"{n}_full" for n in FULL_IMAGES]
@@ -140,6 +144,8 @@ def main() -> None:
         command = [sys.executable, __file__, "--worker", name, "--threads", str(args.threads), "--out", str(args.out)]
         if args.iterations:
             command += ["--iterations", str(args.iterations)]
+        if args.init:
+            command += ["--init", args.init]
         if args.past_stop:
             command += ["--past-stop", str(args.past_stop)]
         subprocess.run(command, check=True)

@@ -2,8 +2,8 @@
 
 The seed's time-to-peak = its iterations to the peak of the EMA output (machine-independent; recorded from a long
 run in benchmarks/records/dip_seed_peaks_h100.csv by benchmarks/dip_seed_curves.py) x its seconds per iteration
-measured here, in this run. The 'default' rows time what `bdn denoise --method dip` fits (the shipped start and
-its blind-spot fit); benchmarks/dip_default.py measures that default end to end on the same images.
+measured here, in this run. The 'default' rows time what `bdn denoise --method dip` fits, 'polyu_masked' the
+shipped start's blind-spot fit; benchmarks/dip_default.py measures them end to end on the same images.
 
     python benchmarks/dip_speed.py --threads 2 --out results/dip_speed
 
@@ -25,7 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 RECORD = Path(__file__).parent / "records" / "dip_seed_peaks_h100.csv"
-# "default" is what `bdn denoise --method dip` fits (bdn.dip.denoise.prepare: the shipped start, blind-spot fit).
+# "default" is what `bdn denoise --method dip` fits (bdn.dip.denoise.prepare); "polyu_masked" the shipped start's
+# blind-spot fit (prepare(init="polyu_masked")).
 CASES = [("skip", 256), ("skip", 512), ("skip_light", 256), ("skip_light", 512), ("default", 256), ("default", 512)]
 CC_IMAGE = "d800_iso3200_2"
 
@@ -45,10 +46,11 @@ def time_one(net_type: str, size: int, threads: int, warmup: int, timed: int) ->
         stamps.append(time.perf_counter())
 
     config, init_state = DipConfig(net_type=net_type, num_iter=warmup + timed), None
-    if net_type == "default":
+    if net_type in ("default", "polyu_masked"):
         from bdn.dip.denoise import prepare
 
-        job = prepare(noisy, iterations=warmup + timed)
+        init = "polyu_masked" if net_type == "polyu_masked" else None
+        job = prepare(noisy, iterations=warmup + timed, **({"init": init} if init else {}))
         config, init_state = job.config, job.init_state
     fit_dip(noisy, None, config, device="cpu", progress=False, on_iteration=stamp, init_state=init_state)
     intervals = sorted(b - a for a, b in zip(stamps[warmup - 1 : -1], stamps[warmup:], strict=True))
