@@ -90,7 +90,7 @@ def prepare(
     config = DipConfig(seed=seed)
     init_state = None
     if init is not None:
-        from bdn.dip.init import config_for_init, load_init
+        from bdn.dip.init import check_init_fits, config_for_init, load_init
 
         init_state, metadata = load_init(init)
         config = config_for_init(metadata, config)
@@ -113,8 +113,6 @@ def prepare(
     if grey_as_colour:
         image = np.repeat(image[..., None], 3, axis=2)
     if init is not None:
-        from bdn.dip.init import check_init_fits
-
         check_init_fits(metadata, config, 1 if image.ndim == 2 else 3, f"init {init}")
     padded, size = pad_for_net(image, min_size(config.net_type), smallest_side(config.net_type))
     judge = None

@@ -58,9 +58,9 @@ __all__ = [
 
 INIT_SCHEMES = ("reptile", "masked")
 FORMAT = "bdn-dip-init-1"
-# Metadata every initialisation carries; `net_spec` (the net's shape as JSON) is checked when present.
 # DipConfig fields an initialisation carries to the fits that start from it (besides its net and input).
 FIT_SETTINGS = ("lr", "ema", "input_std", "input_perturbation", "reference_std", "reference_perturbation")
+# Metadata every initialisation carries; `net_spec` (the net's shape as JSON) is checked when present.
 REQUIRED_KEYS = ("format", "scheme", "net_type", "input_base", "input_depth", "channels", "mask_ratio")
 
 
