@@ -11,7 +11,9 @@ seconds per iteration measured here in the same run (`--seed-timing`), or given 
     python benchmarks/dip_default.py --threads 2 --out results/dip_default
 
 Writes <out>/<image>.json (one per image; an existing one is kept: the run resumes), <out>/curves.csv and
-<out>/summary.csv/.md.
+<out>/summary.csv/.md. A fit in progress saves its state every `--checkpoint-every` iterations to
+<out>/<image>.state.pt (weights, Adam, the judge, the clock), so a killed run goes on where it was; on the CPU the
+resumed fit is the uninterrupted one, and its seconds are the sum of its sessions'.
 """
 
 from __future__ import annotations
@@ -51,17 +53,31 @@ class _FrozenAfterStop:
     def choice(self) -> int:
         return self.judge.choice()
 
+    def state(self) -> dict:
+        return {"judge": self.judge.state(), "stop_iteration": self.stop_iteration}
+
+    def load_state(self, state: dict, device) -> None:
+        self.judge.load_state(state["judge"], device)
+        self.stop_iteration = state["stop_iteration"]
+
     def chosen_image(self):
         return self.judge.chosen_image() if hasattr(self.judge, "chosen_image") else None
 
 
 def run_one(
-    name: str, threads: int, past_stop: int | None, iterations: int | None, out: Path, init: str | None = None
+    name: str,
+    threads: int,
+    past_stop: int | None,
+    iterations: int | None,
+    out: Path,
+    init: str | None = None,
+    checkpoint_every: int = 50,
 ) -> dict:
     import torch
 
     from bdn.dip.denoise import prepare
     from bdn.dip.fit import fit_dip
+    from bdn.dip.run import _save_checkpoint
     from bdn.metrics import psnr
 
     torch.set_num_threads(threads)
@@ -69,11 +85,23 @@ def run_one(
     options = {"init": init} if init else {}
     job = prepare(noisy, iterations=max(iterations, past_stop or 0) if iterations else None, **options)
     judge = _FrozenAfterStop(job.judge) if past_stop and job.judge is not None else job.judge
-    stamps: dict[int, float] = {}
+    checkpoint = out / f"{name}.state.pt"
+    resume, stamps, before = None, {}, 0.0
+    if checkpoint.exists():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        resume, stamps = saved["fit"], {int(i): float(s) for i, s in saved["stamps"].tolist()}
+        if judge is not None:
+            judge.load_state(saved["judge"], torch.device("cpu"))
+        before = max(stamps.values(), default=0.0)
+        print(f"{name}: resuming after iteration {resume['iteration']}", flush=True)
     start = time.perf_counter()
 
     def stamp(iteration: int, frame) -> None:
-        stamps[iteration] = time.perf_counter() - start
+        stamps[iteration] = before + time.perf_counter() - start
+        if checkpoint_every and iteration % checkpoint_every == 0:
+            table = torch.tensor(sorted(stamps.items()), dtype=torch.float64)
+            state = {"fit": frame.state(), "judge": judge.state() if judge is not None else {}, "stamps": table}
+            _save_checkpoint(checkpoint, state)
 
     result = fit_dip(
         job.padded,
@@ -81,6 +109,7 @@ def run_one(
         job.config,
         device="cpu",
         init_state=job.init_state,
+        resume_state=resume,
         judge=judge,
         on_iteration=stamp,
         progress=False,
@@ -91,7 +120,7 @@ def run_one(
     curve = pd.DataFrame(result.history)[["iteration", "psnr"]].assign(image=name)
     curve.to_csv(out / f"{name}.curve.csv", index=False)
     upto = curve[curve.iteration <= stop]
-    return {
+    row = {
         "image": name,
         "noisy_psnr": psnr(clean, noisy),
         "chosen_iteration": result.judge_iteration,
@@ -106,6 +135,8 @@ def run_one(
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "config": repr(job.config),
     }
+    checkpoint.unlink(missing_ok=True)
+    return row
 
 
 def main() -> None:
@@ -129,12 +160,15 @@ def main() -> None:
         help="the default's seconds per iteration here, timed alone (dip_speed.py --cases default:256 default:512)",
     )
     parser.add_argument("--init", help="measure dip(init=...) instead of the default (e.g. polyu_masked)")
+    parser.add_argument("--checkpoint-every", type=int, default=50, help="iterations between saved states (0: none)")
     parser.add_argument("--out", type=Path, default=Path("results/dip_default"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.worker:
-        row = run_one(args.worker, args.threads, args.past_stop, args.iterations, args.out, args.init)
+        row = run_one(
+            args.worker, args.threads, args.past_stop, args.iterations, args.out, args.init, args.checkpoint_every
+        )
         (args.out / f"{args.worker}.json").write_text(json.dumps(row, indent=1))
         return
     names = args.images or [f"{n}_c256" for n in CROP_IMAGES] + [f"{n}_full" for n in FULL_IMAGES]
@@ -148,6 +182,7 @@ def main() -> None:
             command += ["--init", args.init]
         if args.past_stop:
             command += ["--past-stop", str(args.past_stop)]
+        command += ["--checkpoint-every", str(args.checkpoint_every)]
         subprocess.run(command, check=True)
         print(json.loads((args.out / f"{name}.json").read_text()), flush=True)
     rows = pd.DataFrame([json.loads((args.out / f"{n}.json").read_text()) for n in names])
