@@ -6,6 +6,8 @@ The Python API in one place: read and write images, add noise, measure, denoise.
     noisy, info = bdn.read_image("photo.jpg")
     clean = bdn.denoise(noisy, method="nlm")           # noise level estimated
     bdn.write_image("photo_denoised.jpg", clean, info)  # same bit depth and mode as the input
+
+    model = bdn.load_model("gp3_resnet_5x5_bn_3x3", channels=1)  # a trained network: uint8 [N,H,W,C] in and out
 """
 
 from bdn.errors import BdnError
@@ -16,6 +18,14 @@ from bdn.noise import add_noise, estimate_noise_level, estimate_sigma
 
 __version__ = "0.1.0"
 
+
+def load_model(name: str, channels: int = 1, *, weights=None, device="cpu"):
+    """A trained feed-forward denoiser (see bdn.models.load_model); imports torch only when called."""
+    from bdn.models import load_model as _load_model
+
+    return _load_model(name, channels, weights=weights, device=device)
+
+
 __all__ = [
     "BdnError",
     "METHODS",
@@ -23,6 +33,7 @@ __all__ = [
     "denoise",
     "estimate_noise_level",
     "estimate_sigma",
+    "load_model",
     "psnr",
     "psnr_ssim",
     "read_image",

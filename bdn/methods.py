@@ -24,6 +24,19 @@ class Method:
     min_size: int  # smallest image side the method can process
     family: str  # classical | model | dip
     summary: str
+    params: tuple[tuple[str, object], ...] = ()  # fixed keyword arguments (a model method names its model)
+
+
+def _shipped_models() -> tuple[Method, ...]:
+    """One method per shipped feed-forward model (grey and colour weights share a name): found, not listed, so
+    shipping a trained model is dropping its file into checkpoints/. Listing the files loads no torch."""
+    from bdn.tensorfile import shipped_files
+
+    names = sorted({key.rsplit("_", 1)[0] for key in shipped_files("model_")})
+    return tuple(
+        Method(name, "bdn.models.run:denoise_with_model", 8, "model", f"trained model {name}", (("model", name),))
+        for name in names
+    )
 
 
 METHODS: dict[str, Method] = {
@@ -48,6 +61,7 @@ METHODS: dict[str, Method] = {
         Method("bm3d", "bdn.classical:bm3d", 16, "classical", "block-matching and 3-D filtering"),
         # Padded inside to the generator's sizes, so any image of a few pixels a side works.
         Method("dip", "bdn.dip.denoise:dip", 4, "dip", "Deep Image Prior, stopped by a judge (minutes on a CPU)"),
+        *_shipped_models(),
     )
 }
 
@@ -87,9 +101,10 @@ def denoise(image: np.ndarray, method: str = "nlm", **params) -> np.ndarray:
     spec = get_method(method)
     check_image(image, spec)
     function = method_function(method)
-    accepted = inspect.signature(function).parameters
+    fixed = dict(spec.params)
+    accepted = [p for p in inspect.signature(function).parameters if p not in fixed]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         choices = ", ".join(p for p in accepted if p != "image")
         raise BdnError(f"{method} has no parameter {', '.join(unknown)}; it takes {choices}")
-    return np.asarray(function(image, **params), dtype=np.float32)
+    return np.asarray(function(image, **params, **fixed), dtype=np.float32)

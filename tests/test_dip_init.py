@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from skimage import data
 
 import bdn.dip.init as init
+import bdn.tensorfile as tensorfile
 from bdn.cli import main
 from bdn.dip import DipConfig, NetSpec, build_net, fit_dip
 from bdn.dip.init import (
@@ -130,7 +131,7 @@ def test_shipped_inits_are_the_dip_files_of_the_package(tmp_path, monkeypatch, l
     (tmp_path / "dip_grey.safetensors").write_bytes(learned["reptile"][0].read_bytes())
     (tmp_path / "biqan.safetensors").write_bytes(b"x")
     (tmp_path / "dip_notes.txt").write_text("x")
-    monkeypatch.setattr(init.resources, "files", lambda package: tmp_path)
+    monkeypatch.setattr(tensorfile.resources, "files", lambda package: tmp_path)
     assert shipped_inits() == {"grey": tmp_path / "dip_grey.safetensors"}
     assert find_init("grey") == tmp_path / "dip_grey.safetensors"
     assert load_init("grey")[1]["scheme"] == "reptile"

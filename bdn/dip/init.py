@@ -31,7 +31,6 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ from bdn.dip.fit import DipConfig, _check_config, fit_dip, pick_device
 from bdn.dip.nets import NET_TYPES, NetSpec, build_net, net_spec, smallest_side
 from bdn.errors import BdnError
 from bdn.io import list_images, read_image
+from bdn.tensorfile import read_tensors, save_tensors, shipped_files
 
 __all__ = [
     "INIT_SCHEMES",
@@ -176,28 +176,13 @@ def _metadata(config: InitConfig, channels: int, step: int, source: str) -> dict
 
 
 def save_init(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write weights + metadata as safetensors, atomically (a temporary file renamed into place)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    """Write weights + metadata as safetensors, atomically."""
+    save_tensors(path, state, metadata)
 
 
 def shipped_inits() -> dict[str, Path]:
     """Name -> file of the initialisations installed with bdn (`checkpoints/dip_*.safetensors`)."""
-    try:
-        folder = resources.files("bdn.checkpoints")
-    except ModuleNotFoundError:
-        return {}
-    found = {}
-    for entry in folder.iterdir():
-        name = entry.name
-        if name.startswith("dip_") and name.endswith(".safetensors") and entry.is_file():
-            found[name[len("dip_") : -len(".safetensors")]] = Path(str(entry))
-    return dict(sorted(found.items()))
+    return shipped_files("dip_")
 
 
 def find_init(name_or_path: str | Path) -> Path:
@@ -213,15 +198,8 @@ def find_init(name_or_path: str | Path) -> Path:
 
 
 def _read(name_or_path: str | Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import SafetensorError, safe_open
-
     path = find_init(name_or_path)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-            state = {key: handle.get_tensor(key) for key in handle.keys()} if tensors else {}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as error:
-        raise BdnError(f"{path}: not a readable safetensors file ({' '.join(str(error).split())[:200]})") from None
+    state, metadata = read_tensors(path, tensors)
     if metadata.get("format") != FORMAT:
         raise BdnError(f"{path}: not a bdn DIP initialisation (no '{FORMAT}' metadata)")
     missing = [key for key in REQUIRED_KEYS if key not in metadata]

@@ -1,0 +1,76 @@
+"""A trained feed-forward model on disk: its state_dict as safetensors, with metadata naming what it is.
+
+Metadata keys: `format` (bdn-model-1), `model` (a registry name), `channels` ('1' or '3'), `bias_free`, and what
+the trainer adds (the training data, noise range, epochs, validation PSNR). Loading builds the registry's module
+and loads the tensors strictly, so a file for another architecture fails with one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from bdn.errors import BdnError
+from bdn.tensorfile import read_tensors, save_tensors, shipped_files
+
+FORMAT = "bdn-model-1"
+COLOURS = {1: "grey", 3: "colour"}
+
+
+def save_weights(path: str | Path, model: nn.Module, name: str, channels: int, **metadata: str) -> None:
+    """Write `model`'s weights (unwrapped from ImageDenoiser if need be) with bdn's metadata."""
+    from bdn.models import get_model_spec
+
+    net = getattr(model, "net", model)
+    spec = get_model_spec(name)
+    info = {"format": FORMAT, "model": name, "channels": str(channels), "bias_free": str(spec.bias_free)}
+    info.update({key: str(value) for key, value in metadata.items()})
+    save_tensors(path, net.state_dict(), info)
+
+
+def load_weights(
+    path: str | Path, expect_name: str | None = None, expect_channels: int | None = None
+) -> tuple[nn.Module, dict[str, str]]:
+    """(the module in eval mode, its metadata) from a file written by save_weights; BdnError for anything else."""
+    from bdn.models import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise BdnError(f"{path}: no such weights file")
+    state, metadata = read_tensors(path)
+    if metadata.get("format") != FORMAT:
+        raise BdnError(f"{path}: not a bdn model file (no '{FORMAT}' metadata)")
+    name, channels = metadata.get("model", ""), int(metadata.get("channels", "0") or 0)
+    if expect_name is not None and name != expect_name:
+        raise BdnError(f"{path}: holds weights for model {name!r}, not {expect_name!r}")
+    if expect_channels is not None and channels != expect_channels:
+        raise BdnError(f"{path}: holds {COLOURS.get(channels, channels)} weights, asked for channels={expect_channels}")
+    net = build_model(name, channels)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())[:160]
+        raise BdnError(f"{path}: its tensors do not fit model {name!r} ({detail})") from None
+    return net.eval(), metadata
+
+
+def shipped_weights(name: str, channels: int) -> Path:
+    """The installed weights for a model name and channel count (`checkpoints/model_<name>_<grey|colour>`)."""
+    from bdn.models import get_model_spec
+
+    get_model_spec(name)
+    key = f"{name}_{COLOURS.get(channels, channels)}"
+    found = shipped_files("model_")
+    if key not in found:
+        have = ", ".join(found) or "none"
+        raise BdnError(
+            f"no shipped weights for {name} with channels={channels} (shipped: {have}); train them with "
+            "python -m bdn.train or pass weights=FILE"
+        )
+    return found[key]
+
+
+def shipped_models() -> dict[str, Path]:
+    """'<name>_<grey|colour>' -> file, for every shipped model."""
+    return shipped_files("model_")

@@ -1,0 +1,54 @@
+"""Weights on disk: safetensors files (plain tensors + string metadata, no pickle) and the ones bdn ships.
+
+Shared by the DIP initialisations and the feed-forward models, so both write atomically, read with one kind of
+error message, and find shipped files the same way (package data `bdn.checkpoints`, the top-level checkpoints/).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bdn.errors import BdnError
+
+if TYPE_CHECKING:  # torch loads only when tensors are read or written: listing shipped files needs none
+    import torch
+
+
+def save_tensors(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write tensors + metadata as safetensors, atomically (a temporary file renamed into place)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def read_tensors(path: str | Path, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file (tensors empty when `tensors` is false); BdnError if unreadable."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            state = {key: handle.get_tensor(key) for key in handle.keys()} if tensors else {}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as error:
+        raise BdnError(f"{path}: not a readable safetensors file ({' '.join(str(error).split())[:200]})") from None
+    return state, metadata
+
+
+def shipped_files(prefix: str) -> dict[str, Path]:
+    """Name -> path of the installed `checkpoints/<prefix><name>.safetensors` files."""
+    try:
+        folder = resources.files("bdn.checkpoints")
+    except ModuleNotFoundError:
+        return {}
+    found = {}
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.startswith(prefix) and name.endswith(".safetensors") and entry.is_file():
+            found[name[len(prefix) : -len(".safetensors")]] = Path(str(entry))
+    return dict(sorted(found.items()))

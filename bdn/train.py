@@ -1,0 +1,457 @@
+"""Train a feed-forward denoiser: `python -m bdn.train --model-directory DIR --pipeline-config CONFIG.json`.
+
+The config (JSON) names the model and its data; everything left out takes the defaults in DEFAULTS:
+
+    {"model": {"name": "lp3_resnet_5x5_bn_3x3", "channels": 1},
+     "data": {"kind": "synthetic", "dataset": "Train400", "patch": 64, "patches_per_epoch": 8192, "batch_size": 32},
+     "noise": {"additive": [0, 55], "multiplicative": [0, 25], "multiplicative_probability": 0.2},
+     "train": {"epochs": 30, "lr": 0.001, "seed": 0}}
+
+Data kinds: `synthetic` (clean images with blind noise drawn per patch: additive Gaussian sigma uniform in the
+range, or with some probability multiplicative Gaussian; `dataset` is a bdn set of clean images such as Train400,
+`skimage` for the colour photographs scikit-image ships, or a folder) and `pairs` (real noise: `dataset`
+`PolyU-train` is the training side of bdn's committed PolyU split, CC and PolyU's held-out split never seen; or
+{"noisy": DIR, "clean": DIR}). A deterministic share of the training images (whole PolyU scenes for pairs) is
+held out for validation, scored every epoch at fixed noise levels with a fixed seed.
+
+DIR receives `checkpoint.pt` (everything to resume, read with weights_only=True), `last.safetensors` and
+`best.safetensors` (the best validation PSNR so far; bdn.models.weights format), `log.csv`, `curves.png` and the
+config used (`pipeline.json`). Running the same command again resumes from the checkpoint; a finished run says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bdn.errors import BdnError
+
+DEFAULTS: dict = {
+    "model": {"name": "resnet_5x5_bn_3x3", "channels": 1},
+    "data": {
+        "kind": "synthetic",
+        "dataset": "Train400",
+        "patch": 64,
+        "patches_per_epoch": 8192,
+        "batch_size": 32,
+        "val_fraction": 0.05,
+        "val_sigmas": [15, 25, 50],
+        "val_crop": 128,
+    },
+    "noise": {"additive": [0, 55], "multiplicative": [0, 25], "multiplicative_probability": 0.0},
+    "train": {
+        "epochs": 30,
+        "lr": 1e-3,
+        "min_lr": 1e-5,
+        "grad_clip": 1.0,
+        "sparsity": 0.0,
+        "seed": 0,
+        "threads": 2,
+        "device": "auto",
+    },
+}
+SKIMAGE_COLOUR = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "colorwheel")
+CHECKPOINT_FORMAT = 1
+
+
+# --- the config --------------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path) -> dict:
+    """The config file merged over DEFAULTS and checked; BdnError (one line) for anything wrong."""
+    path = Path(path)
+    try:
+        given = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BdnError(f"{path}: no such pipeline config") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise BdnError(f"{path}: cannot read ({error})") from None
+    except json.JSONDecodeError as error:
+        raise BdnError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    return merge_config(given, str(path))
+
+
+def merge_config(given: dict, where: str = "config") -> dict:
+    if not isinstance(given, dict):
+        raise BdnError(f"{where}: must be a JSON object")
+    config = copy.deepcopy(DEFAULTS)
+    for section, values in given.items():
+        if section not in config:
+            raise BdnError(f"{where}: unknown section {section!r}; sections are {', '.join(config)}")
+        if not isinstance(values, dict):
+            raise BdnError(f"{where}: section {section!r} must be an object")
+        unknown = sorted(set(values) - set(config[section]))
+        if unknown:
+            raise BdnError(f"{where}: {section} has no key {', '.join(unknown)}; keys: {', '.join(config[section])}")
+        config[section].update(values)
+    _check_config(config, where)
+    return config
+
+
+def _check_config(config: dict, where: str) -> None:
+    from bdn.models import get_model_spec
+
+    get_model_spec(config["model"]["name"])
+    if config["model"]["channels"] not in (1, 3):
+        raise BdnError(f"{where}: model.channels must be 1 or 3")
+    data, noise, train = config["data"], config["noise"], config["train"]
+    if data["kind"] not in ("synthetic", "pairs"):
+        raise BdnError(f"{where}: data.kind must be 'synthetic' or 'pairs', got {data['kind']!r}")
+    for key in ("patch", "patches_per_epoch", "batch_size"):
+        if not isinstance(data[key], int) or data[key] < 1:
+            raise BdnError(f"{where}: data.{key} must be a positive integer")
+    if not 0 < data["val_fraction"] < 1:
+        raise BdnError(f"{where}: data.val_fraction must be between 0 and 1")
+    for key in ("additive", "multiplicative"):
+        low_high = noise[key]
+        if not (isinstance(low_high, list) and len(low_high) == 2 and 0 <= low_high[0] <= low_high[1]):
+            raise BdnError(f"{where}: noise.{key} must be [low, high] with 0 <= low <= high (0-255 units)")
+    if not 0 <= noise["multiplicative_probability"] <= 1:
+        raise BdnError(f"{where}: noise.multiplicative_probability must be in [0, 1]")
+    if not isinstance(train["epochs"], int) or train["epochs"] < 1:
+        raise BdnError(f"{where}: train.epochs must be a positive integer")
+    if not train["lr"] > 0:
+        raise BdnError(f"{where}: train.lr must be positive")
+
+
+# --- data ----------------------------------------------------------------------------------------------
+
+
+def _clean_images(dataset: str, channels: int) -> list[tuple[str, np.ndarray]]:
+    """(name, image) of a clean set: a bdn dataset name, 'skimage', or a folder."""
+    from bdn.data import clean_images, dataset_info, dataset_path
+    from bdn.io import read_image
+
+    if dataset == "skimage":
+        import skimage.data
+
+        images = [(name, getattr(skimage.data, name)()) for name in SKIMAGE_COLOUR]
+        images = [(n, (im[..., :3] / 255.0).astype(np.float32)) for n, im in images if im.ndim == 3]
+    else:
+        folder = Path(dataset)
+        if not folder.is_dir():
+            info = dataset_info(dataset)
+            folder = dataset_path(info.name)
+        images = [(path.stem, read_image(path)[0]) for path in clean_images(folder)]
+    return [(name, _channels(image, channels, name)) for name, image in images]
+
+
+def _channels(image: np.ndarray, channels: int, name: str) -> np.ndarray:
+    if channels == 1 and image.ndim == 3:
+        return image.mean(axis=2).astype(np.float32)  # colour sets can train grey models
+    if channels == 3 and image.ndim == 2:
+        raise BdnError(f"{name}: a grey image cannot train a colour model (model.channels 3)")
+    return image
+
+
+def _pairs(dataset, channels: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    from bdn.data import find_pairs, load_pair, polyu_pairs
+
+    if dataset == "PolyU-train":
+        pairs = polyu_pairs("train")
+    elif isinstance(dataset, dict) and set(dataset) == {"noisy", "clean"}:
+        pairs = find_pairs(dataset["noisy"], dataset["clean"])
+    else:
+        raise BdnError('data.dataset for pairs must be \'PolyU-train\' or {"noisy": DIR, "clean": DIR}')
+    loaded = []
+    for pair in pairs:
+        noisy, clean = load_pair(pair)
+        if clean is None:
+            raise BdnError(f"{pair.noisy}: has no clean partner")
+        loaded.append((pair.name, _channels(noisy, channels, pair.name), _channels(clean, channels, pair.name)))
+    return loaded
+
+
+def _group(name: str, kind: str) -> str:
+    """What validation holds out whole: a PolyU scene (its shots are near-duplicates), else the image."""
+    from bdn.data import polyu_group
+
+    if kind == "pairs":
+        try:
+            return "/".join(polyu_group(name))
+        except BdnError:
+            return name
+    return name
+
+
+def split_validation(names: Sequence[str], fraction: float, kind: str) -> set[str]:
+    """Deterministic validation names: every k-th group in sorted order (k = round(1 / fraction)), at least one."""
+    groups = sorted({_group(n, kind) for n in names})
+    step = max(2, round(1 / fraction))
+    held = set(groups[step // 2 :: step]) or {groups[0]}
+    return {n for n in names if _group(n, kind) in held}
+
+
+class TrainingData:
+    """Patches for training and fixed images for validation, from the config's data and noise sections."""
+
+    def __init__(self, config: dict) -> None:
+        data, channels = config["data"], config["model"]["channels"]
+        self.noise, self.patch, self.kind = config["noise"], data["patch"], data["kind"]
+        if self.kind == "synthetic":
+            images = _clean_images(data["dataset"], channels)
+            names = [n for n, _ in images]
+        else:
+            pairs = _pairs(data["dataset"], channels)
+            names = [n for n, _, _ in pairs]
+        if len(names) < 2:
+            raise BdnError(f"data.dataset {data['dataset']!r}: needs at least 2 images (one kept for validation)")
+        held = split_validation(names, data["val_fraction"], self.kind)
+        rng = np.random.default_rng(12345)  # validation noise: fixed for every run and every resume
+        crop = data["val_crop"]
+        self.validation: list[tuple[str, np.ndarray, np.ndarray]] = []
+        if self.kind == "synthetic":
+            self.train_images = [im for n, im in images if n not in held]
+            for name, image in images:
+                if name in held:
+                    clean = _crop(image, crop)
+                    for sigma in data["val_sigmas"]:
+                        noisy = clean + rng.normal(0, sigma / 255, clean.shape).astype(np.float32)
+                        self.validation.append((f"{name}@{sigma}", noisy, clean))
+        else:
+            self.train_pairs = [(noisy, clean) for n, noisy, clean in pairs if n not in held]
+            self.validation = [(n, _crop(noisy, crop), _crop(clean, crop)) for n, noisy, clean in pairs if n in held]
+        self.counts = {"train": len(names) - len(held), "validation": len(held)}
+
+    def batch(self, count: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(noisy, clean) float32 tensors [count, C, p, p], augmented by flips and quarter turns."""
+        from bdn.data import random_patch_pairs, random_patches
+
+        if self.kind == "synthetic":
+            clean = random_patches(self.train_images, self.patch, count, rng)
+            noisy = self._noisy(clean, rng)
+        else:
+            noisy, clean = random_patch_pairs(self.train_pairs, self.patch, count, rng)
+        noisy, clean = _nchw(noisy), _nchw(clean)
+        turns, flip = int(rng.integers(4)), bool(rng.integers(2))
+        noisy, clean = (torch.rot90(t, turns, dims=(2, 3)) for t in (noisy, clean))
+        if flip:
+            noisy, clean = noisy.flip(3), clean.flip(3)
+        return noisy.contiguous(), clean.contiguous()
+
+    def _noisy(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        count = clean.shape[0]
+        shape = (count,) + (1,) * (clean.ndim - 1)
+        low, high = self.noise["additive"]
+        sigma_add = rng.uniform(low, high, count).reshape(shape) / 255
+        low, high = self.noise["multiplicative"]
+        sigma_mul = rng.uniform(low, high, count).reshape(shape) / 255
+        multiplicative = (rng.random(count) < self.noise["multiplicative_probability"]).reshape(shape)
+        noise = rng.standard_normal(clean.shape).astype(np.float32)
+        noisy = np.where(multiplicative, clean * (1 + sigma_mul * noise), clean + sigma_add * noise)
+        return noisy.astype(np.float32)
+
+
+def _crop(image: np.ndarray, size: int | None) -> np.ndarray:
+    from bdn.data import centre_crop
+
+    if not size or min(image.shape[:2]) <= size:
+        return image
+    return centre_crop(image, size)
+
+
+def _nchw(patches: np.ndarray) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(patches))
+    return tensor.unsqueeze(1) if tensor.ndim == 3 else tensor.permute(0, 3, 1, 2)
+
+
+def validate(net: torch.nn.Module, images: Sequence[tuple[str, np.ndarray, np.ndarray]], device) -> float:
+    """Mean PSNR (bdn.metrics: output clipped to [0, 1]) over the validation images."""
+    from bdn.metrics import psnr
+
+    net.eval()
+    scores = []
+    with torch.no_grad():
+        for _, noisy, clean in images:
+            x = _nchw(noisy[None]).to(device)
+            out = net(x)[0].cpu().numpy()
+            out = out[0] if out.shape[0] == 1 else out.transpose(1, 2, 0)
+            scores.append(psnr(clean, np.clip(out, 0, 1)))
+    net.train()
+    return float(np.mean(scores))
+
+
+# --- the loop ------------------------------------------------------------------------------------------
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise BdnError(f"train.device {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    from bdn.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load_checkpoint(path: Path, config: dict) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError("not a bdn.train checkpoint")
+    except Exception as error:  # damaged files raise many types; all mean the same here
+        detail = " ".join(str(error).split())[:120]
+        raise BdnError(f"{path} is damaged ({detail}); delete it to train from the start") from None
+    saved = json.loads(state["config"])
+    saved["train"]["epochs"] = config["train"]["epochs"]  # more (or fewer) epochs may be asked for on a resume
+    if saved != config:
+        raise BdnError(f"{path} was made with another config; use that config or another --model-directory")
+    return state
+
+
+def _write_log(directory: Path, rows: list[dict]) -> None:
+    from bdn.io import atomic_write_text
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(directory / "log.csv", buffer.getvalue())
+    _plot(directory / "curves.png", rows)
+
+
+def _plot(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bdn.report import save_figure
+
+    epochs = [r["epoch"] for r in rows]
+    figure, (loss_axis, psnr_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
+    loss_axis.semilogy(epochs, [r["train_loss"] for r in rows])
+    loss_axis.set(xlabel="epoch", ylabel="training loss (MSE)")
+    psnr_axis.plot(epochs, [r["val_psnr"] for r in rows], marker="o")
+    psnr_axis.set(xlabel="epoch", ylabel="validation PSNR (dB)")
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def train(model_directory: str | Path, config: dict, progress: bool = True) -> dict:
+    """Train (or resume) the config's model into `model_directory`; returns the last log row."""
+    from tqdm import tqdm
+
+    from bdn.io import atomic_write_text
+    from bdn.models import build_model
+    from bdn.models.weights import save_weights
+
+    directory = Path(model_directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    settings, name, channels = config["train"], config["model"]["name"], config["model"]["channels"]
+    device = _device(settings["device"])
+    if device.type == "cpu":
+        torch.set_num_threads(settings["threads"])
+    data = TrainingData(config)
+    torch.manual_seed(settings["seed"])
+    net = build_model(name, channels).to(device).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings["lr"])
+    steps_per_epoch = math.ceil(config["data"]["patches_per_epoch"] / config["data"]["batch_size"])
+    total = steps_per_epoch * settings["epochs"]
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=settings["min_lr"])
+    rng = np.random.default_rng(settings["seed"])
+    rows: list[dict] = []
+    best, epoch = -math.inf, 0
+    checkpoint = directory / "checkpoint.pt"
+    if checkpoint.exists():
+        state = _load_checkpoint(checkpoint, config)
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        rng.bit_generator.state = json.loads(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        rows, best, epoch = json.loads(state["log"]), float(state["best"]), int(state["epoch"])
+        schedule.T_max = total  # a changed epoch count stretches the cosine from where it is
+        if epoch >= settings["epochs"]:
+            print(f"{directory}: already trained for {epoch} epochs (best validation PSNR {best:.2f} dB)")
+            return rows[-1]
+    atomic_write_text(directory / "pipeline.json", json.dumps(config, indent=2) + "\n")
+    batch_size = config["data"]["batch_size"]
+    metadata = {"dataset": json.dumps(config["data"]["dataset"]), "noise": json.dumps(config["noise"])}
+    while epoch < settings["epochs"]:
+        started, losses = time.perf_counter(), []
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{settings['epochs']}", disable=not progress)
+        for _ in bar:
+            noisy, clean = (t.to(device) for t in data.batch(batch_size, rng))
+            loss = torch.nn.functional.mse_loss(net(noisy), clean)
+            sparsity = net.sparsity() if settings["sparsity"] and hasattr(net, "sparsity") else None
+            total_loss = loss if sparsity is None else loss + settings["sparsity"] * sparsity
+            optimizer.zero_grad(set_to_none=True)
+            total_loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), settings["grad_clip"])
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.2e}")
+        epoch += 1
+        score = validate(net, data.validation, device)
+        row = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            "val_psnr": round(score, 4),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        rows.append(row)
+        print(f"epoch {epoch}: loss {row['train_loss']:.3e}, validation PSNR {score:.2f} dB, {row['seconds']} s")
+        info = {**metadata, "epoch": str(epoch), "val_psnr": f"{score:.4f}"}
+        save_weights(directory / "last.safetensors", net, name, channels, **info)
+        if score > best:
+            best = score
+            save_weights(directory / "best.safetensors", net, name, channels, **info)
+        _write_log(directory, rows)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "config": json.dumps(config, sort_keys=True),
+            "net": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": json.dumps(rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+            "log": json.dumps(rows),
+            "best": best,
+            "epoch": epoch,
+        }
+        _save_checkpoint(checkpoint, state)
+    return rows[-1]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bdn.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--model-directory", required=True, help="where weights, checkpoint and logs go")
+    parser.add_argument("--pipeline-config", required=True, help="the JSON config (see the module docstring)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.pipeline_config)
+        row = train(args.model_directory, config, progress=not args.no_progress)
+    except BdnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume from the last finished epoch", file=sys.stderr)
+        return 130
+    print(f"done: {row['epoch']} epochs, last validation PSNR {row['val_psnr']:.2f} dB -> {args.model_directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Trained models as bdn methods: channel handling, tiles equal to the whole image, the registry line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import bdn.tensorfile as tensorfile
+from bdn.models import build_model
+from bdn.models.run import denoise_with_model, receptive_reach
+from bdn.models.tiles import tiled
+from bdn.models.weights import save_weights
+
+
+def _trained_like(name: str, channels: int, seed: int = 0) -> torch.nn.Module:
+    """A model with random weights everywhere (a fresh resnet's head is zero, which would hide tiling errors)."""
+    torch.manual_seed(seed)
+    net = build_model(name, channels)
+    for key, tensor in net.state_dict().items():
+        if key.endswith("running_var"):
+            tensor.uniform_(0.5, 1.5)
+        elif key.endswith("head.weight"):
+            tensor.normal_(0, 0.05)
+    return net.eval()
+
+
+@pytest.mark.parametrize("name", ["resnet_5x5_bn_3x3", "lp3_sparse_resnet_4x5_bn_3x3", "gp3_resnet_5x5_bn_3x3"])
+def test_tiles_give_the_whole_image_result(name):
+    net = _trained_like(name, 1)
+    overlap, align = receptive_reach(net)
+    x = torch.rand(1, 1, 301, 250)
+    with torch.inference_mode():
+        whole = net(x)
+        pieces = tiled(net, x, tile=2 * overlap + 64, overlap=overlap, align=align)
+    assert pieces.shape == whole.shape
+    assert (pieces - whole).abs().max() < 1e-5
+
+
+def test_tiles_too_small_for_the_overlap():
+    with pytest.raises(ValueError, match="leaves no core"):
+        tiled(lambda t: t, torch.zeros(1, 1, 100, 100), tile=40, overlap=20)
+
+
+def test_model_method_on_grey_and_colour_images(tmp_path):
+    grey_net = _trained_like("resnet_5x5_bn_3x3", 1)
+    path = tmp_path / "grey.safetensors"
+    save_weights(path, grey_net, "resnet_5x5_bn_3x3", 1)
+    rng = np.random.default_rng(0)
+    grey = rng.random((40, 50)).astype(np.float32)
+    out = denoise_with_model(grey, model="resnet_5x5_bn_3x3", weights=str(path))
+    with torch.no_grad():
+        expected = grey_net(torch.from_numpy(grey)[None, None])[0, 0].clamp(0, 1).numpy()
+    assert out.dtype == np.float32 and np.allclose(out, expected, atol=1e-6)
+    colour = rng.random((40, 50, 3)).astype(np.float32)  # a grey model runs channel by channel
+    out = denoise_with_model(colour, model="resnet_5x5_bn_3x3", weights=str(path))
+    assert out.shape == colour.shape
+    assert np.allclose(out[..., 1], denoise_with_model(colour[..., 1], model="resnet_5x5_bn_3x3", weights=str(path)))
+
+
+def test_shipped_model_files_become_methods(tmp_path, monkeypatch):
+    from bdn.methods import _shipped_models
+
+    save_weights(
+        tmp_path / "model_resnet_5x5_bn_3x3_grey.safetensors", build_model("resnet_5x5_bn_3x3"), "resnet_5x5_bn_3x3", 1
+    )
+    save_weights(
+        tmp_path / "model_resnet_5x5_bn_3x3_colour.safetensors",
+        build_model("resnet_5x5_bn_3x3", 3),
+        "resnet_5x5_bn_3x3",
+        3,
+    )
+    (tmp_path / "dip_x.safetensors").write_bytes(b"")
+    monkeypatch.setattr(tensorfile.resources, "files", lambda package: tmp_path)
+    methods = _shipped_models()
+    assert [m.name for m in methods] == ["resnet_5x5_bn_3x3"]
+    assert methods[0].family == "model" and dict(methods[0].params) == {"model": "resnet_5x5_bn_3x3"}
+    image = np.random.default_rng(1).random((32, 32, 3)).astype(np.float32)
+    out = denoise_with_model(image, model="resnet_5x5_bn_3x3")  # its colour weights: an untrained net is identity
+    assert np.allclose(out, image, atol=1e-6)

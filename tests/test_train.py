@@ -1,0 +1,145 @@
+"""python -m bdn.train: config checks, a tiny training run, exact resume, and the files it writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from skimage import data as skdata
+
+import bdn.train as train_module
+from bdn.errors import BdnError
+from bdn.models.weights import load_weights
+from bdn.train import TrainingData, load_config, main, merge_config, split_validation
+
+
+@pytest.fixture
+def clean_folder(tmp_path):
+    """Six small grey images cut from scikit-image's camera and coins."""
+    from bdn.io import write_image
+
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    camera, coins = skdata.camera() / 255.0, skdata.coins() / 255.0
+    for k in range(3):
+        write_image(folder / f"camera{k}.png", camera[k * 100 : k * 100 + 80, 100:180])
+        write_image(folder / f"coins{k}.png", coins[k * 50 : k * 50 + 80, 60:140])
+    return folder
+
+
+def _config(tmp_path, folder, **train) -> str:
+    config = {
+        "model": {"name": "resnet_5x5_bn_3x3", "channels": 1},
+        "data": {
+            "dataset": str(folder),
+            "patch": 24,
+            "patches_per_epoch": 16,
+            "batch_size": 8,
+            "val_fraction": 0.3,
+            "val_sigmas": [25],
+            "val_crop": 48,
+        },
+        "train": {"epochs": 2, "threads": 1, **train},
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def test_training_writes_its_files_and_resumes_exactly(tmp_path, clean_folder, monkeypatch):
+    config = _config(tmp_path, clean_folder)
+    assert main(["--model-directory", str(tmp_path / "once"), "--pipeline-config", config, "--no-progress"]) == 0
+    files = {p.name for p in (tmp_path / "once").iterdir()}
+    assert {"best.safetensors", "last.safetensors", "checkpoint.pt", "log.csv", "curves.png", "pipeline.json"} <= files
+    log = (tmp_path / "once" / "log.csv").read_text().splitlines()
+    assert log[0] == "epoch,train_loss,val_psnr,lr,seconds" and len(log) == 3
+    # Killed during the second epoch (after the first one's checkpoint), then run again: the resumed run ends with
+    # the same weights as the uninterrupted one.
+    calls = []
+
+    def validate_then_die(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_validate(*args)
+
+    real_validate = train_module.validate
+    monkeypatch.setattr(train_module, "validate", validate_then_die)
+    args = ["--model-directory", str(tmp_path / "twice"), "--pipeline-config", config, "--no-progress"]
+    assert main(args) == 130
+    monkeypatch.setattr(train_module, "validate", real_validate)
+    assert json.loads(torch.load(tmp_path / "twice" / "checkpoint.pt", weights_only=True)["log"])[-1]["epoch"] == 1
+    assert main(args) == 0
+    a, meta = load_weights(tmp_path / "once" / "last.safetensors")
+    b, _ = load_weights(tmp_path / "twice" / "last.safetensors")
+    assert meta["epoch"] == "2" and meta["model"] == "resnet_5x5_bn_3x3"
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+
+
+def test_finished_run_says_so(tmp_path, clean_folder, capsys):
+    config = _config(tmp_path, clean_folder, epochs=1)
+    args = ["--model-directory", str(tmp_path / "m"), "--pipeline-config", config, "--no-progress"]
+    assert main(args) == 0
+    assert main(args) == 0
+    assert "already trained for 1 epochs" in capsys.readouterr().out
+
+
+def test_a_checkpoint_of_another_config_is_refused(tmp_path, clean_folder, capsys):
+    config = _config(tmp_path, clean_folder, epochs=1)
+    main(["--model-directory", str(tmp_path / "m"), "--pipeline-config", config, "--no-progress"])
+    changed = json.loads((tmp_path / "config.json").read_text())
+    changed["train"]["lr"] = 0.01
+    (tmp_path / "other.json").write_text(json.dumps(changed))
+    assert main(["--model-directory", str(tmp_path / "m"), "--pipeline-config", str(tmp_path / "other.json")]) == 2
+    assert "made with another config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"modle": {}}, "unknown section 'modle'"),
+        ({"model": {"name": "nope"}}, "unknown model 'nope'"),
+        ({"model": {"channels": 2}}, "model.channels must be 1 or 3"),
+        ({"data": {"kind": "video"}}, "data.kind must be"),
+        ({"data": {"patch": 0}}, "data.patch must be a positive integer"),
+        ({"noise": {"additive": [30, 10]}}, "noise.additive must be"),
+        ({"train": {"epochs": 0}}, "train.epochs must be"),
+        ({"train": {"speed": 1}}, "train has no key speed"),
+    ],
+)
+def test_config_errors(given, message):
+    with pytest.raises(BdnError, match=message):
+        merge_config(given)
+
+
+def test_config_file_errors(tmp_path, capsys):
+    with pytest.raises(BdnError, match="no such pipeline config"):
+        load_config(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{nope")
+    assert main(["--model-directory", str(tmp_path / "m"), "--pipeline-config", str(tmp_path / "bad.json")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_synthetic_batches_hold_blind_noise(clean_folder):
+    config = merge_config({"data": {"dataset": str(clean_folder), "patch": 32, "val_fraction": 0.3}})
+    config["noise"]["additive"] = [20, 20]
+    data = TrainingData(config)
+    assert data.counts == {"train": 4, "validation": 2}
+    noisy, clean = data.batch(64, np.random.default_rng(0))
+    assert noisy.shape == clean.shape == (64, 1, 32, 32)
+    assert abs(float((noisy - clean).std()) - 20 / 255) < 0.003
+    config["noise"].update(multiplicative=[30, 30], multiplicative_probability=1.0)
+    noisy, clean = TrainingData(config).batch(64, np.random.default_rng(0))
+    ratio = (noisy - clean)[clean > 0.2] / clean[clean > 0.2]
+    assert abs(float(ratio.std()) - 30 / 255) < 0.005
+
+
+def test_validation_holds_out_whole_polyu_scenes():
+    names = [f"Canon5D2_5_160_3200_chair_{k}" for k in (10, 11, 12)] + [f"Sony_4-5_125_3200_plant_{k}" for k in (1, 2)]
+    held = split_validation(names, 0.5, "pairs")
+    assert held and all(n.split("_")[-2] == next(iter(held)).split("_")[-2] for n in held)
+    assert len(held) in (2, 3)
