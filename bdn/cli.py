@@ -125,6 +125,40 @@ def run_dip_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_explain(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import torch
+
+    from bdn.explain import explain, image_for_channels, parse_pixel
+    from bdn.io import read_image
+    from bdn.models import get_model_spec, load_model
+    from bdn.noise import add_noise
+    from bdn.report import markdown_table
+
+    pixels = [parse_pixel(text) for text in args.pixels]
+    spec = get_model_spec(args.model)
+    image, _ = read_image(args.image)
+    channels = args.channels or (1 if image.ndim == 2 else 3)
+    image = image_for_channels(image, channels)
+    if args.noise_sigma:
+        image = add_noise(image, "gaussian", args.noise_sigma, seed=args.seed)
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    model = load_model(args.model, channels, weights=args.weights)
+    if not spec.bias_free:
+        print(
+            f"bdn: warning: {args.model} has biases, so f(y) = J(y) y does not hold: the filters are only its local "
+            "linearisation, and the reconstruction_error column shows what the biases add",
+            file=sys.stderr,
+        )
+    out_dir = Path(args.output or f"explain_{Path(args.image).stem}")
+    title = args.model + (f", noise sigma {args.noise_sigma:g}" if args.noise_sigma else "")
+    rows, paths = explain(model, image, pixels, out_dir, fraction=args.fraction, title=title)
+    print(markdown_table(pd.DataFrame(rows), floatfmt=".3g"))
+    print(f"wrote {', '.join(map(str, paths))} (ERF: the radius holding {args.fraction:.0%} of the filter's |weight|)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bdn.methods import METHODS
 
@@ -192,6 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--seed", type=int, default=0)
     init.add_argument("--threads", type=int, help="CPU threads for torch")
     init.set_defaults(handler=run_dip_init)
+
+    explain = commands.add_parser("explain", help="show a bias-free model's adaptive filters at chosen pixels")
+    explain.add_argument("image", help="image file")
+    explain.add_argument("--model", required=True, help="a registered model name (bdn.models.MODELS)")
+    explain.add_argument("--channels", type=int, help="1 (grey) or 3 (colour); default: the image's own")
+    explain.add_argument("--weights", help="a .safetensors file from bdn (default: the weights shipped for the model)")
+    explain.add_argument("--pixels", nargs="+", required=True, metavar="ROW,COL", help="output pixels to explain")
+    explain.add_argument("-o", "--output", help="output folder (default explain_<image stem>)")
+    explain.add_argument("--noise-sigma", type=float, help="add Gaussian noise of this sigma (0-255 units) first")
+    explain.add_argument("--seed", type=int, default=0, help="seed of that noise (default 0)")
+    explain.add_argument("--fraction", type=float, default=0.9, help="share of |weight| the ERF holds (default 0.9)")
+    explain.add_argument("--threads", type=int, help="CPU threads for torch")
+    explain.set_defaults(handler=run_explain)
 
     methods = commands.add_parser("methods", help="list the denoising methods")
     methods.set_defaults(handler=run_methods)
