@@ -124,7 +124,7 @@ def run_worker(
         )
         atomic_write_text(rows_path, pd.DataFrame(rows, columns=ROW_COLUMNS).to_csv(index=False))
         measured += 1
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    peak_mb = peak_rss_mb()
     memory_path = rows_path.with_suffix(".json")
     if memory_path.exists():
         earlier = json.loads(memory_path.read_text())["peak_rss_mb"]
@@ -252,3 +252,18 @@ def worker_main(argv: list[str]) -> int:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
     sys.exit(worker_main(sys.argv[2:]))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: VmHWM where Linux gives it, else ru_maxrss.
+
+    ru_maxrss alone is not a worker's own: Linux carries the parent's resident size over fork and exec into it
+    (a 926 MB parent made every worker read 926 MB), while VmHWM belongs to the new program's memory only.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

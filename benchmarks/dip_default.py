@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -75,6 +74,7 @@ def run_one(
 ) -> dict:
     import torch
 
+    from bdn.bench import peak_rss_mb
     from bdn.dip.denoise import prepare
     from bdn.dip.fit import fit_dip
     from bdn.dip.run import _save_checkpoint
@@ -132,7 +132,7 @@ def run_one(
         "peak_iteration": result.peak_iteration,
         "iterations_run": result.iterations,
         "sec_per_iter": result.seconds_per_iteration,
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mb": peak_rss_mb(),
         "config": repr(job.config),
     }
     checkpoint.unlink(missing_ok=True)

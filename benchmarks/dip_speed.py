@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ CC_IMAGE = "d800_iso3200_2"
 def time_one(net_type: str, size: int, threads: int, warmup: int, timed: int) -> dict:
     import torch
 
+    from bdn.bench import peak_rss_mb
     from bdn.data import centre_crop, dataset_pairs, load_pair
     from bdn.dip.fit import DipConfig, fit_dip
 
@@ -59,7 +59,7 @@ def time_one(net_type: str, size: int, threads: int, warmup: int, timed: int) ->
         "size": size,
         "threads": threads,
         "sec_per_iter": intervals[len(intervals) // 2],  # the median: robust to a stray slow iteration
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mb": peak_rss_mb(),
     }
 
 
