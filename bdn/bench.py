@@ -32,6 +32,21 @@ ROW_COLUMNS = ["method", "dataset", "sigma", "image", "psnr", "ssim", "seconds"]
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: VmHWM where Linux gives it, else ru_maxrss.
+
+    ru_maxrss alone is not a worker's own: Linux carries the parent's resident size over fork and exec into it
+    (a 926 MB parent made every worker read 926 MB), while VmHWM belongs to the new program's memory only.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def bench_cases(
     dataset: str, sigmas: list[float], limit: int | None, polyu_split: str, skip: set[tuple[str, str]] = frozenset()
 ) -> Iterator[tuple[str, str, float | None, np.ndarray, np.ndarray]]:
@@ -252,18 +267,3 @@ def worker_main(argv: list[str]) -> int:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
     sys.exit(worker_main(sys.argv[2:]))
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB: VmHWM where Linux gives it, else ru_maxrss.
-
-    ru_maxrss alone is not a worker's own: Linux carries the parent's resident size over fork and exec into it
-    (a 926 MB parent made every worker read 926 MB), while VmHWM belongs to the new program's memory only.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
