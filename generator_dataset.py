@@ -1,9 +1,15 @@
-"""generator_dataset.py: score files from run_BDN logs (the seed's script, a thin front end over bdn).
+"""generator_dataset.py: score labels for DIP iterates from run_BDN's logs (the seed's script, a thin front end).
 
-Not yet available: it lands with issue 4. Until then it says so and exits non-zero rather than pretend.
+    python generator_dataset.py --run_path results/PolyU --output_path results/PolyU/scores.txt
+    python generator_dataset.py --dataset_path RUN --output_path S --is_use_fix_minmax False --start_position 8
+
+Writes the score file (`<snapshot path> p1 ... p10` per iterate) and `<output stem>_psnr_vs_score.png`; the
+recipe, options and file format: see biqan/labels.py (`python generator_dataset.py --help`).
 """
 
 import sys
 
+from biqan.labels import main
+
 if __name__ == "__main__":
-    sys.exit("generator_dataset.py: not yet available in this version of bdn (score files from run_BDN logs; issue 4)")
+    sys.exit(main(prog="generator_dataset.py"))
