@@ -393,7 +393,9 @@ def test_none_judge_and_make_judge(rng):
     assert judge.choice() == 5
     assert isinstance(make_judge("wmv", window=5, patience=7), WMVJudge)
     assert make_judge("oracle", clean=np.zeros((4, 4))).name == "oracle"
-    with pytest.raises(BdnError, match="unknown judge 'biqan'"):
+    with pytest.raises(BdnError, match="unknown judge 'nima'"):
+        make_judge("nima")
+    with pytest.raises(BdnError, match="judge biqan: needs the quality network"):
         make_judge("biqan")
     with pytest.raises(BdnError, match="judge oracle:.*clean"):
         make_judge("oracle")

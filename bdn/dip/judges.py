@@ -766,10 +766,17 @@ JUDGES = {"oracle": OracleJudge, "wmv": WMVJudge, "emv": EMVJudge, "noise": Nois
 
 
 def make_judge(name: str, **kwargs: object) -> Judge:
-    """A judge by name ('oracle' needs clean=..., 'noise' noisy=...); BdnError for unknown names or options."""
-    if name not in JUDGES:
-        raise BdnError(f"unknown judge {name!r}: choose one of {', '.join(JUDGES)}")
+    """A judge by name ('oracle' needs clean=..., 'noise' noisy=..., 'biqan' model=... or model_path=...); BdnError
+    for unknown names or options."""
+    if name == "biqan":  # imported here: biqan sits beside bdn.dip, and only its users need its network code
+        from biqan.judge import BiqanJudge
+
+        factory = BiqanJudge
+    elif name in JUDGES:
+        factory = JUDGES[name]
+    else:
+        raise BdnError(f"unknown judge {name!r}: choose one of {', '.join(JUDGES)}, biqan")
     try:
-        return JUDGES[name](**kwargs)
+        return factory(**kwargs)
     except TypeError as error:  # a missing or unexpected option, said in the user's terms
         raise BdnError(f"judge {name}: {error}") from None

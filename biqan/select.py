@@ -1,0 +1,722 @@
+"""Picking DIP iterates with BIQAN (SPEC.md item 4): score every snapshot of a run, choose one per image, measure.
+
+    python test_BIQAN.py --run_path results/CC --output_path results/CC_biqan [--model_path biqan.safetensors]
+    from biqan.select import score_run, choose, gaps
+
+`score_run` scores every snapshot of every image of a run_BDN output folder (read with `biqan.labels.read_run`,
+so its PSNR is the 8-bit snapshot's from `<run>/<image>.txt`, else log.csv's) with the network: the mean and the
+standard deviation of the predicted 10-bin distribution over scores 1..10. `choose` picks per image the iterate
+with the highest mean score, the seed's way: optionally low-pass filtered first (s_0 = x_0,
+s_t = smooth s_(t-1) + (1 - smooth) x_t, the seed's smooth = 0.8) over all of the image's iterates, then the
+argmax over those after the first `start_index` (default 40, the seed's; a run with no more iterates than that
+chooses among all and says so). Ties go to the earliest iterate. `gaps` sets the choice against the oracle (the
+snapshot with the highest PSNR): oracle PSNR - chosen PSNR is the loss, in dB.
+
+test_BIQAN.py writes under `--output_path`, per image `<id>`:
+- `<id>_BIQAN.png`: the chosen snapshot (a byte copy);
+- `<id>_Compare.png`: oracle best | chosen | noisy | clean (the last two where `--dataset_real_path` /
+  `--dataset_mean_path` hold the image; see `partner_images`);
+- `<id>_Curves.png`: mean score +- std (and the smoothed score) and PSNR against iteration;
+and over the run `Denoised_PSNR.txt` (per image the oracle's and the chosen iteration and PSNR and the loss; then
+the means and the worst loss), `Denoised_PSNR.csv` (the same table) and `scores.csv` (every iterate's scores).
+In each image's run folder it writes `choice.json` (`{"judge": "biqan", "iteration", "score" (the figure it chose
+by: the smoothed mean score, or the mean score without smoothing), "judge_iteration", "file"}`) and `result.png`
+(a byte copy of the chosen snapshot), as run_BDN does for its own judges (SPEC.md item 1). Every file is written
+atomically; nothing is written before every image has been scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bdn.errors import BdnError
+from bdn.io import atomic_write_bytes, atomic_write_text, list_images, read_image
+
+__all__ = [
+    "SCORE_COLUMNS",
+    "SEED_SMOOTH",
+    "START_INDEX",
+    "Choices",
+    "build_parser",
+    "choose",
+    "distribution_stats",
+    "fit_to",
+    "gap_summary",
+    "gaps",
+    "main",
+    "partner_images",
+    "pick",
+    "score_images",
+    "score_run",
+    "smooth_scores",
+    "select_run",
+]
+
+SCORE_COLUMNS = ("image", "iteration", "path", "mean", "std", "psnr")
+START_INDEX = 40  # the seed's --start_index
+SEED_SMOOTH = 0.8  # the seed's low-pass factor
+BINS = 10
+NOISY_SUFFIX, CLEAN_SUFFIX = "_real", "_mean"  # bdn.data's names: <id>_real.<ext>, <id>_mean.<ext>
+
+Transform = Callable[[np.ndarray], object]
+
+
+# --- scoring --------------------------------------------------------------------------------------------------
+
+
+def distribution_stats(p: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) over scores 1..10 of each distribution [N, 10], in float64 on the host.
+
+    BdnError if the model's output is not [N, 10] probabilities (a model that ends in logits, not a softmax).
+    """
+    if not isinstance(p, torch.Tensor) or p.ndim != 2 or p.shape[1] != BINS:
+        shape = list(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
+        raise BdnError(f"the quality network must return probabilities [N, {BINS}], got {shape}")
+    q = p.detach().to("cpu", torch.float64).numpy()
+    sums = q.sum(axis=1)
+    if not np.all(np.abs(sums - 1.0) < 1e-3) or (q < -1e-6).any():
+        raise BdnError(f"the quality network's outputs must be probabilities summing to 1 (sums {sums.min():.4g}..)")
+    k = np.arange(1, BINS + 1, dtype=np.float64)
+    mean = q @ k
+    std = np.sqrt(np.maximum((q * (k[None, :] - mean[:, None]) ** 2).sum(axis=1), 0.0))
+    return mean, std
+
+
+def _as_input(prepared: object) -> torch.Tensor:
+    """A transform's output as float32 [3, h, w]: numpy in bdn's layout (H, W) / (H, W, 3), torch (C, H, W)."""
+    if isinstance(prepared, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(prepared, dtype=np.float32))
+        x = x[None] if x.ndim == 2 else x.permute(2, 0, 1) if x.ndim == 3 else x
+    elif isinstance(prepared, torch.Tensor):
+        x = prepared.detach().float()
+        x = x[0] if x.ndim == 4 and x.shape[0] == 1 else x
+        x = x[None] if x.ndim == 2 else x
+    else:
+        raise BdnError(f"the input transform must give an array or a tensor, got {type(prepared).__name__}")
+    if x.ndim != 3 or x.shape[0] not in (1, 3):
+        raise BdnError(f"the input transform must give an image (C, H, W) with C 1 or 3, got {list(x.shape)}")
+    return x.expand(3, -1, -1) if x.shape[0] == 1 else x
+
+
+def default_transform(protocol: str, crop: int) -> Transform:
+    """BIQAN's scoring transform (`biqan.model.prepare`, centre crop, no flips) for a protocol and crop size."""
+    from biqan.model import prepare
+
+    def transform(image: np.ndarray) -> object:
+        return prepare(image, protocol, crop)
+
+    return transform
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def score_images(model: torch.nn.Module, images: Sequence[object], transform: Transform) -> torch.Tensor:
+    """The model's distributions [N, 10] for images (bdn layout or tensors), on the model's device, no gradients.
+
+    Inputs of one shape go through as one batch; inputs of several shapes (the native protocol keeps an image
+    smaller than the crop whole) go through one batch per shape, and the rows come back in the given order.
+    """
+    device = _model_device(model)
+    inputs = [_as_input(transform(image)) for image in images]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, x in enumerate(inputs):
+        groups.setdefault(tuple(x.shape), []).append(index)
+    out: list[torch.Tensor | None] = [None] * len(inputs)
+    with torch.inference_mode():
+        for indices in groups.values():
+            batch = torch.stack([inputs[i] for i in indices]).to(device)
+            p = model(batch)
+            if not isinstance(p, torch.Tensor) or p.ndim != 2 or p.shape[0] != len(indices):
+                shape = list(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
+                raise BdnError(f"the quality network must return probabilities [N, {BINS}], got {shape}")
+            for row, i in enumerate(indices):
+                out[i] = p[row]
+    return torch.stack(out) if out else torch.zeros((0, BINS))
+
+
+def _torch_device(name: str | torch.device) -> torch.device:
+    """A torch device from a name; 'auto' is CUDA where there is one, else the CPU."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise BdnError(f"--device {name!r}: not a device (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BdnError(f"--device {name}: CUDA is not available here")
+    return device
+
+
+def _check_int(name: str, value: object, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise BdnError(f"{name} must be a whole number >= {least}, got {value!r}")
+    return int(value)
+
+
+def _run_iterates(run_dir: str | Path) -> list:
+    """biqan.labels.read_run's iterates, after checking that every finished image has at least one snapshot."""
+    from biqan.labels import read_run
+
+    run = Path(run_dir)
+    iterates = read_run(run)
+    found = {it.path.parent.name for it in iterates}
+    empty = sorted(p.name for p in run.iterdir() if p.is_dir() and (p / "log.csv").is_file() and p.name not in found)
+    if empty:
+        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise BdnError(f"{run / empty[0]}: no snapshots (<iter:05d>.png) to choose from{more}")
+    return iterates
+
+
+def score_run(
+    model: torch.nn.Module,
+    run_dir: str | Path,
+    protocol: str = "native",
+    crop: int = 224,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    *,
+    transform: Transform | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Score every snapshot of every image of a run folder: DataFrame(image, iteration, path, mean, std, psnr).
+
+    Sorted by image, then iteration. `psnr` is the snapshot's PSNR against the clean image (NaN where the run had
+    none). The model is put in eval mode on `device`; `transform` (default: `biqan.model.prepare` with `protocol`
+    and `crop`) turns an image read from its PNG (bdn layout, float32 in [0, 1]) into the network's input.
+    Snapshots are read `batch_size` at a time. BdnError for a missing or empty run folder, an image folder with no
+    snapshot, an unreadable snapshot.
+    """
+    batch_size = _check_int("batch_size", batch_size, 1)
+    iterates = _run_iterates(run_dir)
+    model.to(_torch_device(device)).eval()
+    transform = default_transform(protocol, crop) if transform is None else transform
+    rows = []
+    from tqdm import tqdm
+
+    with tqdm(total=len(iterates), desc="BIQAN scores", unit="iterate", disable=not progress) as bar:
+        for start in range(0, len(iterates), batch_size):
+            chunk = iterates[start : start + batch_size]
+            images = [read_image(it.path)[0] for it in chunk]
+            mean, std = distribution_stats(score_images(model, images, transform))
+            for it, m, s in zip(chunk, mean, std, strict=True):
+                psnr = math.nan if it.psnr is None else float(it.psnr)
+                rows.append((it.path.parent.name, it.iteration, it.path, float(m), float(s), psnr))
+            bar.update(len(chunk))
+    frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+    return frame.sort_values(["image", "iteration"], kind="stable").reset_index(drop=True)
+
+
+# --- choosing -------------------------------------------------------------------------------------------------
+
+
+def _check_smooth(smooth: float | None) -> float | None:
+    if smooth is None:
+        return None
+    if isinstance(smooth, bool) or not isinstance(smooth, (int, float, np.floating)) or not 0 <= smooth < 1:
+        raise BdnError(f"smoothing factor must be a number in [0, 1) or None, got {smooth!r}")
+    return float(smooth)
+
+
+def smooth_scores(values: Sequence[float] | np.ndarray, smooth: float | None) -> np.ndarray:
+    """The seed's low-pass filter: s_0 = x_0, s_t = smooth s_(t-1) + (1 - smooth) x_t (a copy when smooth is None)."""
+    smooth = _check_smooth(smooth)
+    x = np.asarray(values, dtype=np.float64)
+    if smooth is None or x.size == 0:
+        return x.copy()
+    s = np.empty_like(x)
+    s[0] = x[0]
+    for t in range(1, x.size):
+        s[t] = smooth * s[t - 1] + (1.0 - smooth) * x[t]
+    return s
+
+
+def pick(figures: Sequence[float] | np.ndarray, start_index: int) -> tuple[int, str | None]:
+    """(index of the highest figure after the first `start_index`, note): the first of equal maxima; NaN never wins
+    over a number. With no more figures than `start_index`, among all of them, and the note says so."""
+    start_index = _check_int("start_index", start_index, 0)
+    values = np.asarray(figures, dtype=np.float64)
+    if values.size == 0:
+        raise BdnError("no iterates to choose from")
+    note = None
+    lo = start_index
+    if values.size <= start_index:
+        lo = 0
+        note = f"only {values.size} iterates, not more than start_index {start_index}: chose among all of them"
+    window = np.where(np.isnan(values[lo:]), -np.inf, values[lo:])
+    return lo + int(np.argmax(window)), note
+
+
+class Choices(dict):
+    """image -> chosen iteration, with what the choice was made from.
+
+    `notes`: image -> a line where the choice departs from the rule (too few iterates for start_index);
+    `figures`: image -> the figure at the choice (the smoothed mean score, or the mean score without smoothing);
+    `curves`: image -> (iterations, figures) over all of the image's iterates, in iteration order;
+    `start_index`, `smooth`: the options used.
+    """
+
+    def __init__(self, start_index: int, smooth: float | None) -> None:
+        super().__init__()
+        self.start_index, self.smooth = start_index, smooth
+        self.notes: dict[str, str] = {}
+        self.figures: dict[str, float] = {}
+        self.curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _need_columns(scores: pd.DataFrame, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in scores.columns]
+    if missing:
+        raise BdnError(f"scores table has no column {', '.join(missing)} (expected those of score_run)")
+
+
+def choose(scores: pd.DataFrame, start_index: int = START_INDEX, smooth: float | None = None) -> Choices:
+    """image -> chosen iteration: the highest (smoothed) mean score after the first `start_index` iterates.
+
+    `scores` is score_run's table (image, iteration, mean at least). Smoothing (`smooth`, e.g. the seed's 0.8)
+    runs over each image's iterates in iteration order from the first one; the skip applies after it. An image
+    with no more than `start_index` iterates chooses among all of them, with a line in `Choices.notes`.
+    """
+    start_index = _check_int("start_index", start_index, 0)
+    smooth = _check_smooth(smooth)
+    _need_columns(scores, ("image", "iteration", "mean"))
+    if scores.empty:
+        raise BdnError("no scored iterates to choose from")
+    choices = Choices(start_index, smooth)
+    for image, group in scores.groupby("image", sort=True):
+        group = group.sort_values("iteration", kind="stable")
+        iterations = group["iteration"].to_numpy(dtype=np.int64)
+        figures = smooth_scores(group["mean"].to_numpy(dtype=np.float64), smooth)
+        index, note = pick(figures, start_index)
+        choices[image] = int(iterations[index])
+        choices.figures[image] = float(figures[index])
+        choices.curves[image] = (iterations, figures)
+        if note is not None:
+            choices.notes[image] = note
+    return choices
+
+
+GAP_COLUMNS = ("image", "oracle_iteration", "oracle_psnr", "chosen_iteration", "chosen_psnr", "loss")
+
+
+def gaps(scores: pd.DataFrame, choices: dict[str, int]) -> pd.DataFrame:
+    """Per image (sorted): the oracle's iteration and PSNR (the snapshot with the highest PSNR, the first of equal
+    ones), the chosen iteration and its PSNR, and the loss = oracle PSNR - chosen PSNR (dB). PSNRs are NaN and the
+    oracle's iteration missing (<NA>) for an image without PSNR (no clean image)."""
+    _need_columns(scores, ("image", "iteration", "psnr"))
+    rows = []
+    for image in sorted(choices):
+        group = scores[scores["image"] == image].sort_values("iteration", kind="stable")
+        if group.empty:
+            raise BdnError(f"image {image!r} has a choice but no scored iterates")
+        iterations = group["iteration"].to_numpy(dtype=np.int64)
+        psnrs = group["psnr"].to_numpy(dtype=np.float64)
+        chosen = int(choices[image])
+        at = np.flatnonzero(iterations == chosen)
+        if at.size == 0:
+            raise BdnError(f"image {image!r}: the chosen iteration {chosen} is not one of its snapshots")
+        chosen_psnr = float(psnrs[at[0]])
+        if np.isnan(psnrs).all():
+            oracle_iteration, oracle_psnr = pd.NA, math.nan
+        else:
+            best = int(np.nanargmax(psnrs))
+            oracle_iteration, oracle_psnr = int(iterations[best]), float(psnrs[best])
+        rows.append((image, oracle_iteration, oracle_psnr, chosen, chosen_psnr, oracle_psnr - chosen_psnr))
+    table = pd.DataFrame(rows, columns=list(GAP_COLUMNS))
+    table["oracle_iteration"] = table["oracle_iteration"].astype("Int64")
+    return table
+
+
+def gap_summary(table: pd.DataFrame) -> dict:
+    """Means over the images with a PSNR, and the worst loss: images, measured, oracle_psnr, chosen_psnr, loss,
+    worst_loss, worst_image (NaN / None when no image has a PSNR)."""
+    measured = table[table["loss"].notna()]
+    summary = {"images": len(table), "measured": len(measured)}
+    if measured.empty:
+        return {
+            **summary,
+            "oracle_psnr": math.nan,
+            "chosen_psnr": math.nan,
+            "loss": math.nan,
+            "worst_loss": math.nan,
+            "worst_image": None,
+        }
+    worst = measured.loc[measured["loss"].idxmax()]
+    return {
+        **summary,
+        "oracle_psnr": float(measured["oracle_psnr"].mean()),
+        "chosen_psnr": float(measured["chosen_psnr"].mean()),
+        "loss": float(measured["loss"].mean()),
+        "worst_loss": float(worst["loss"]),
+        "worst_image": str(worst["image"]),
+    }
+
+
+def _cell(value: object, digits: int = 4) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def denoised_psnr_text(table: pd.DataFrame, summary: dict, header: Sequence[str] = ()) -> str:
+    """Denoised_PSNR.txt: '#' header lines, then one line per image (whitespace-separated: image, oracle iteration,
+    oracle PSNR, chosen iteration, chosen PSNR, loss; '-' where there is no PSNR), then the means and the worst."""
+    lines = [f"# {line}" for line in header]
+    lines.append("# PSNR in dB against the clean image; loss = oracle PSNR - chosen PSNR")
+    cells = [list(GAP_COLUMNS)] + [[_cell(v) for v in row] for row in table.itertuples(index=False)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(GAP_COLUMNS))]
+    for row in cells:
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(padded))
+    if summary["measured"]:
+        of = "" if summary["measured"] == summary["images"] else f" (the {summary['measured']} with a PSNR)"
+        lines.append(
+            f"mean{of}: oracle {summary['oracle_psnr']:.4f}  chosen {summary['chosen_psnr']:.4f}  "
+            f"loss {summary['loss']:.4f}"
+        )
+        lines.append(f"worst: loss {summary['worst_loss']:.4f} ({summary['worst_image']})")
+    else:
+        lines.append("mean: - (no image has a PSNR: the run had no clean images, so no loss can be measured)")
+    return "\n".join(lines) + "\n"
+
+
+# --- noisy and clean images beside a run ----------------------------------------------------------------------
+
+
+def partner_images(folder: str | Path, names: Sequence[str], suffix: str) -> dict[str, Path]:
+    """name -> image file in `folder` for the run's image names, matched as bdn.data does: `<name><suffix>.<ext>`
+    (suffix '_real' for noisy, '_mean' for clean) or `<name>.<ext>`. Names without a file are left out; BdnError
+    for a folder with no images, or two files for one name."""
+    paths, problems = list_images([folder])
+    if problems:
+        raise BdnError(problems[0])
+    wanted, found = set(names), {}
+    for path in paths:
+        stem = path.stem
+        key = stem[: -len(suffix)] if stem.endswith(suffix) and len(stem) > len(suffix) else stem
+        if key in wanted:
+            if key in found:
+                raise BdnError(f"{path}: same image name {key!r} as {found[key].name}; keep only one of them")
+            found[key] = path
+    return found
+
+
+def fit_to(image: np.ndarray, shape: tuple[int, ...], reference: np.ndarray | None = None) -> np.ndarray | None:
+    """`image` brought to a snapshot's shape, or None where it cannot be.
+
+    run_BDN fits a crop of the image when the sides are not multiples of its net's (the top-left part,
+    bdn.data.crop_to_multiple) or with `--crop` (a centre crop first): a larger image is cut to the top-left or
+    the centre window, whichever is nearer `reference` (a snapshot of the run) in mean squared difference.
+    """
+    if image.shape == tuple(shape):
+        return image
+    if image.ndim != len(shape) or image.shape[2:] != tuple(shape[2:]):
+        return None
+    (height, width), (h, w) = image.shape[:2], shape[:2]
+    if height < h or width < w:
+        return None
+    top, left = (height - h) // 2, (width - w) // 2
+    candidates = [image[:h, :w], image[top : top + h, left : left + w]]
+    if reference is None:
+        return candidates[0]
+    return min(candidates, key=lambda c: float(np.mean((c.astype(np.float64) - reference) ** 2)))
+
+
+# --- figures --------------------------------------------------------------------------------------------------
+
+
+def _curves_figure(image: str, group: pd.DataFrame, choices: Choices, oracle: int | None, path: Path) -> None:
+    from bdn.report import plt, save_figure
+
+    iterations = group["iteration"].to_numpy()
+    mean, std = group["mean"].to_numpy(), group["std"].to_numpy()
+    figure, axis = plt.subplots(figsize=(7.5, 4.0))
+    axis.fill_between(iterations, mean - std, mean + std, color="tab:blue", alpha=0.15, lw=0, label="mean +- std")
+    axis.plot(iterations, mean, color="tab:blue", lw=1.0, label="mean score")
+    if choices.smooth is not None:
+        axis.plot(*choices.curves[image], color="navy", lw=1.4, label=f"smoothed ({choices.smooth:g})")
+    if choices.start_index and len(iterations) > choices.start_index:
+        axis.axvspan(
+            iterations[0],
+            iterations[choices.start_index - 1],
+            color="grey",
+            alpha=0.12,
+            lw=0,
+            label=f"skipped ({choices.start_index} iterates)",
+        )
+    axis.axvline(choices[image], color="red", ls=":", lw=1.0, label=f"chosen ({choices[image]})")
+    axis.set_xlabel("iteration")
+    axis.set_ylabel("BIQAN score (1..10)")
+    axis.grid(alpha=0.3)
+    handles, labels = axis.get_legend_handles_labels()
+    psnr = group["psnr"].to_numpy(dtype=np.float64)
+    if not np.isnan(psnr).all():
+        right = axis.twinx()
+        right.plot(iterations, psnr, color="tab:green", lw=1.0, label="PSNR")
+        if oracle is not None:
+            right.axvline(oracle, color="tab:green", ls="--", lw=0.8, label=f"oracle ({oracle})")
+        right.set_ylabel("PSNR against clean (dB)")
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    axis.legend(handles, labels, fontsize=7, loc="lower right")
+    axis.set_title(image)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def _compare_figure(
+    image: str,
+    row: pd.Series,
+    choices: Choices,
+    noisy: np.ndarray | None,
+    clean: np.ndarray | None,
+    path: Path,
+    snapshot: Callable[[int], Path],
+) -> None:
+    from bdn.metrics import psnr
+    from bdn.report import comparison_figure
+
+    chosen_image = read_image(snapshot(choices[image]))[0]
+    panels = []
+    if row["oracle_iteration"] is not pd.NA:
+        oracle = int(row["oracle_iteration"])
+        panels.append((f"oracle best: iter {oracle}\n{row['oracle_psnr']:.2f} dB", read_image(snapshot(oracle))[0]))
+    chosen_psnr = "" if math.isnan(row["chosen_psnr"]) else f"{row['chosen_psnr']:.2f} dB, "
+    title = f"BIQAN: iter {choices[image]}\n{chosen_psnr}score {choices.figures[image]:.3f}"
+    panels.append((title, chosen_image))
+    if noisy is not None:
+        noisy = fit_to(noisy, chosen_image.shape, chosen_image)
+    if clean is not None:
+        clean = fit_to(clean, chosen_image.shape, chosen_image)
+    if noisy is not None:
+        panels.append(("noisy" + ("" if clean is None else f"\n{psnr(clean, noisy):.2f} dB"), noisy))
+    if clean is not None:
+        panels.append(("clean", clean))
+    comparison_figure([panels], path)
+
+
+# --- test_BIQAN -----------------------------------------------------------------------------------------------
+
+
+def _choice_record(image: str, choices: Choices) -> dict:
+    iteration = choices[image]
+    figure = choices.figures[image]
+    return {
+        "judge": "biqan",
+        "iteration": iteration,
+        "score": figure if math.isfinite(figure) else None,
+        "judge_iteration": iteration,
+        "file": f"{iteration:05d}.png",
+    }
+
+
+def select_run(
+    run_path: str | Path,
+    output_path: str | Path,
+    model: torch.nn.Module,
+    *,
+    protocol: str = "native",
+    crop: int = 224,
+    start_index: int = START_INDEX,
+    smooth: float | None = None,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    noisy_path: str | Path | None = None,
+    clean_path: str | Path | None = None,
+    transform: Transform | None = None,
+    header: Sequence[str] = (),
+    progress: bool = False,
+) -> tuple[pd.DataFrame, dict, Choices]:
+    """Score, choose and write every file of the module docstring; returns (gaps table, summary, choices)."""
+    start_index = _check_int("start_index", start_index, 0)
+    smooth = _check_smooth(smooth)
+    run, out = Path(run_path), Path(output_path)
+    if out.exists() and not out.is_dir():
+        raise BdnError(f"--output_path {out}: exists and is not a folder")
+    # Bad input fails before the long part (scoring).
+    names = sorted({it.path.parent.name for it in _run_iterates(run)})
+    noisy_files = {} if noisy_path is None else partner_images(noisy_path, names, NOISY_SUFFIX)
+    clean_files = {} if clean_path is None else partner_images(clean_path, names, CLEAN_SUFFIX)
+    scores = score_run(model, run, protocol, crop, batch_size, device, transform=transform, progress=progress)
+    choices = choose(scores, start_index, smooth)
+    table = gaps(scores, choices)
+    summary = gap_summary(table)
+
+    out.mkdir(parents=True, exist_ok=True)
+    smoothed = np.concatenate([choices.curves[name][1] for name in names])
+    listed = scores.assign(path=scores["path"].map(str), smoothed=smoothed)
+    atomic_write_text(out / "scores.csv", listed.to_csv(index=False))
+    for row in table.itertuples(index=False):
+        image = row.image
+        folder = scores.loc[scores["image"] == image, "path"].iloc[0].parent
+
+        def snapshot(iteration: int, folder: Path = folder) -> Path:
+            return folder / f"{iteration:05d}.png"
+
+        chosen = snapshot(choices[image]).read_bytes()
+        atomic_write_bytes(out / f"{image}_BIQAN.png", chosen)
+        noisy = read_image(noisy_files[image])[0] if image in noisy_files else None
+        clean = read_image(clean_files[image])[0] if image in clean_files else None
+        series = pd.Series(row._asdict())
+        _compare_figure(image, series, choices, noisy, clean, out / f"{image}_Compare.png", snapshot)
+        oracle = None if row.oracle_iteration is pd.NA else int(row.oracle_iteration)
+        _curves_figure(image, scores[scores["image"] == image], choices, oracle, out / f"{image}_Curves.png")
+        atomic_write_bytes(folder / "result.png", chosen)
+        atomic_write_text(folder / "choice.json", json.dumps(_choice_record(image, choices), indent=2) + "\n")
+    smoothing = "none" if smooth is None else f"{smooth:g}"
+    header = [*header, f"start_index {start_index}; smoothing {smoothing}"]
+    header += [f"{image}: {note}" for image, note in sorted(choices.notes.items())]
+    atomic_write_text(out / "Denoised_PSNR.csv", table.to_csv(index=False))
+    atomic_write_text(out / "Denoised_PSNR.txt", denoised_psnr_text(table, summary, header))
+    return table, summary, choices
+
+
+# --- command line ---------------------------------------------------------------------------------------------
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one BdnError line (exit 1), not usage text and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise BdnError(message)
+
+
+def build_parser(prog: str = "test_BIQAN.py") -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog,
+        description="Pick the best DIP iterate of each image of a run_BDN output folder with BIQAN, write the "
+        "chosen images, comparison figures, score curves and Denoised_PSNR.txt (see biqan/select.py).",
+    )
+    add = parser.add_argument
+    add(
+        "--run_path",
+        "--dataset_image_path",
+        dest="run_path",
+        required=True,
+        help="run_BDN output folder (--dataset_image_path: the seed's name)",
+    )
+    add(
+        "--model_path",
+        "--pre_trained_model",
+        dest="model_path",
+        default=None,
+        help="BIQAN checkpoint (.safetensors from train_BIQAN.py; default: checkpoints/biqan.safetensors, shipped)",
+    )
+    add("--output_path", required=True, help="folder for the chosen images, figures and Denoised_PSNR.txt")
+    add("--start_index", type=int, default=START_INDEX, help="skip each image's first N iterates (the seed: 40)")
+    add(
+        "--is_smooth",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="low-pass filter the scores before choosing (true/false; the seed's option)",
+    )
+    add("--smooth_factor", type=float, default=SEED_SMOOTH, help="the filter's factor with --is_smooth (seed: 0.8)")
+    add("--batch_size", type=int, default=32, help="snapshots scored at once")
+    add("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    add("--gpu_id", type=int, default=None, help="the seed's GPU number: the same as --device cuda:N")
+    add("--dataset_real_path", default=None, help="noisy images (<id>_real.<ext>) for the comparison figures")
+    add("--dataset_mean_path", default=None, help="clean images (<id>_mean.<ext>) for the comparison figures")
+    add("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return parser
+
+
+def _model_file(given: str | None) -> Path:
+    """The checkpoint to load: the given file, or the shipped `checkpoints/biqan.safetensors`."""
+    if given is not None:
+        path = Path(given)
+        if not path.is_file():
+            raise BdnError(f"--model_path {given}: no such file")
+        return path
+    from bdn.tensorfile import shipped_files
+
+    shipped = shipped_files("biqan")
+    if "" not in shipped:
+        raise BdnError(
+            "no --model_path given and no BIQAN ships with this install (checkpoints/biqan.safetensors); "
+            "train one with train_BIQAN.py and pass --model_path"
+        )
+    return shipped[""]
+
+
+def _load_model(path: Path) -> tuple[torch.nn.Module, dict]:
+    """(model, metadata) from a train_BIQAN checkpoint (biqan.model.load_biqan)."""
+    from biqan.model import load_biqan
+
+    return load_biqan(path)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "test_BIQAN.py") -> int:
+    """The command line; returns the exit status (0 done, 1 bad input)."""
+    try:
+        args = build_parser(prog).parse_args(argv)
+        if args.threads is not None:
+            torch.set_num_threads(_check_int("--threads", args.threads, 1))
+        if not 0 <= args.smooth_factor < 1:
+            raise BdnError(f"--smooth_factor must be in [0, 1), got {args.smooth_factor}")
+        _check_int("--start_index", args.start_index, 0)
+        _check_int("--batch_size", args.batch_size, 1)
+        device = f"cuda:{_check_int('--gpu_id', args.gpu_id, 0)}" if args.gpu_id is not None else args.device
+        device = _torch_device(device)
+        for option, folder in (
+            ("--dataset_real_path", args.dataset_real_path),
+            ("--dataset_mean_path", args.dataset_mean_path),
+        ):
+            if folder is not None and not Path(folder).is_dir():
+                raise BdnError(f"{option} {folder}: no such folder")
+        path = _model_file(args.model_path)
+        model, metadata = _load_model(path)
+        protocol, crop = str(metadata.get("protocol", "native")), int(metadata.get("crop", 224))
+        table, summary, choices = select_run(
+            args.run_path,
+            args.output_path,
+            model,
+            protocol=protocol,
+            crop=crop,
+            start_index=args.start_index,
+            smooth=args.smooth_factor if args.is_smooth else None,
+            batch_size=args.batch_size,
+            device=device,
+            noisy_path=args.dataset_real_path,
+            clean_path=args.dataset_mean_path,
+            header=[f"test_BIQAN: run {args.run_path}; model {path} (protocol {protocol}, crop {crop})"],
+            progress=args.progress,
+        )
+    except BdnError as error:
+        print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    print((Path(args.output_path) / "Denoised_PSNR.txt").read_text(encoding="utf-8"), end="")
+    for image, note in sorted(choices.notes.items()):
+        print(f"{prog}: note: {image}: {note}", file=sys.stderr)
+    return 0
