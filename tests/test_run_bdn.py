@@ -195,6 +195,26 @@ def test_stop_wmv_ends_the_fit_and_writes_its_choice(tmp_path, tiny_name):
     assert max(int(p.stem) for p in (out / "a").glob("0*.png")) <= done["iterations"]
 
 
+def test_stop_biqan_scores_the_snapshots_and_writes_its_choice(tmp_path, tiny_name):
+    from biqan.model import build_biqan, save_biqan
+
+    torch.manual_seed(0)
+    save_biqan(tmp_path / "biqan.safetensors", build_biqan(), protocol="native", crop=32)
+    data = make_folder(tmp_path / "CC", ["a"])
+    out = tmp_path / "out"
+    argv = ["--dataset_real_path", str(data / "real"), "--dataset_mean_path", str(data / "mean")]
+    argv += ["--output_path", str(out), "--num_iter", "30", "--save_iter", "5", "--stop", "biqan"]
+    argv += ["--biqan_model", str(tmp_path / "biqan.safetensors"), "--biqan_start_index", "1", "--biqan_patience", "2"]
+    assert main([*argv, *TINY_ARGS]) == 0
+    done = json.loads((out / "a" / "done.json").read_text())
+    choice = json.loads((out / "a" / "choice.json").read_text())
+    assert done["judge"] == "biqan" and choice["judge"] == "biqan"
+    # Scored only at snapshots, so it chooses one of them, and stops 2 snapshots after its best (or runs out).
+    assert choice["iteration"] % 5 == 0 and choice["iteration"] >= 10
+    assert done["iterations"] == 30 or done["iterations"] == choice["iteration"] + 10
+    assert (out / "a" / "result.png").read_bytes() == (out / "a" / choice["file"]).read_bytes()
+
+
 # --- bad input -----------------------------------------------------------------------------------------
 
 
@@ -204,7 +224,8 @@ def test_stop_wmv_ends_the_fit_and_writes_its_choice(tmp_path, tiny_name):
         ("empty", [], "no images found"),
         ("unmatched", [], "unmatched images: 1 noisy without a clean partner"),
         ("pairs", ["--net_type", "nope"], "unknown DIP net type 'nope'"),
-        ("pairs", ["--stop", "biqan"], "--stop 'biqan': choose one of none, wmv, emv, noise"),
+        ("pairs", ["--stop", "nima"], "--stop 'nima': choose one of none, wmv, emv, noise, biqan"),
+        ("pairs", ["--stop", "biqan"], "--stop biqan needs --biqan_model FILE"),
         ("pairs", ["--stop", "wmv", "--wmv_window", "1"], "judge wmv: window must be an integer >= 2"),
         ("pairs", ["--stop", "noise", "--noise_factor", "0"], "judge noise: factor must be a number > 0, got 0.0"),
         ("pairs", ["--stop", "noise", "--noise_sigma", "-3"], "judge noise: sigma must be a number > 0, got -3.0"),

@@ -5,7 +5,8 @@
 
 Options beyond the seed's: `--stop wmv|emv|noise` ends each fit by an online judge (bdn.dip.judges; the noise
 judge, the discrepancy principle, compares the EMA output with the image being fitted, at `--noise_sigma`
-(default: estimated from that image) times `--noise_factor`); `--init NAME_OR_PATH` starts every fit from a
+(default: estimated from that image) times `--noise_factor`; `--stop biqan --biqan_model FILE` scores each
+snapshot with a quality network from train_BIQAN.py); `--init NAME_OR_PATH` starts every fit from a
 learned initialisation (bdn.dip.init), whose net, input and mask ratio then replace `--net_type`, `--input_base`,
 `--input_depth` and `--mask_ratio` (a file that is not an initialisation, or whose weights do not fit the net it
 names, fails before any image; an image whose colour channels it was not learned for fails alone);
@@ -90,7 +91,7 @@ from bdn.io import atomic_write_bytes, atomic_write_text, read_image, write_imag
 
 __all__ = ["FolderReport", "Item", "build_parser", "find_items", "main", "run_folder", "select_items", "write_summary"]
 
-STOPS = ("none", "wmv", "emv", "noise")
+STOPS = ("none", "wmv", "emv", "noise", "biqan")
 LOG_COLUMNS = ("iteration", "file", "loss", "psnr", "ssim", "psnr_raw")
 SUMMARY_COLUMNS = (
     "image",
@@ -878,7 +879,11 @@ def build_parser(prog: str = "run_BDN.py") -> argparse.ArgumentParser:
         help="learned initialisation: a shipped name or a .safetensors file; it sets --net_type, --input_base, "
         "--input_depth and --mask_ratio to what it was learned for",
     )
-    add("--stop", default="none", help="online judge that ends each fit: none | wmv | emv | noise")
+    add("--stop", default="none", help="online judge that ends each fit: none | wmv | emv | noise | biqan")
+    add("--biqan_model", default=None, help="BIQAN checkpoint for --stop biqan (train_BIQAN.py's best.safetensors)")
+    add("--biqan_patience", type=int, default=None, help="biqan: snapshots without a better score before stopping")
+    add("--biqan_start_index", type=int, default=None, help="biqan: snapshots skipped before choosing (default 40)")
+    add("--biqan_smooth", type=float, default=None, help="biqan: the seed's score smoothing factor (e.g. 0.8)")
     add("--wmv_window", type=int, default=None, help="WMV window (default 100)")
     add("--wmv_patience", type=int, default=None, help="WMV patience (default 1000)")
     add("--emv_alpha", type=float, default=None, help="EMV smoothing (default 0.1)")
@@ -947,12 +952,32 @@ def _config(args: argparse.Namespace) -> DipConfig:
     return config
 
 
+def _shipped_biqan() -> str:
+    """The quality network shipped with bdn (checkpoints/biqan.safetensors), for --stop biqan without a model."""
+    from bdn.tensorfile import shipped_files
+
+    shipped = shipped_files("biqan").get("")
+    if shipped is None:
+        raise BdnError("--stop biqan needs --biqan_model FILE (a train_BIQAN.py checkpoint): no BIQAN is shipped yet")
+    return str(shipped)
+
+
 def _judge_options(args: argparse.Namespace) -> dict:
-    given = {
-        "wmv": {"window": args.wmv_window, "patience": args.wmv_patience},
-        "emv": {"alpha": args.emv_alpha, "patience": args.emv_patience},
-        "noise": {"sigma": args.noise_sigma, "factor": args.noise_factor},
-    }.get(args.stop, {})
+    if args.stop == "biqan":
+        # The quality network scores the snapshots run_BDN saves (every save_iter), as test_BIQAN does offline.
+        given = {
+            "model_path": args.biqan_model or _shipped_biqan(),
+            "patience": args.biqan_patience,
+            "start_index": args.biqan_start_index,
+            "smooth": args.biqan_smooth,
+            "every": args.save_iter,
+        }
+    else:
+        given = {
+            "wmv": {"window": args.wmv_window, "patience": args.wmv_patience},
+            "emv": {"alpha": args.emv_alpha, "patience": args.emv_patience},
+            "noise": {"sigma": args.noise_sigma, "factor": args.noise_factor},
+        }.get(args.stop, {})
     return {key: value for key, value in given.items() if value is not None}
 
 
