@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bdn.cmdline import read_json
 from bdn.errors import BdnError
 
 WEIGHTS = ("best", "last")
@@ -61,14 +62,7 @@ def read_config(path: str | Path) -> tuple[str, int]:
     from bdn.models import get_model_spec
 
     path = Path(path)
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BdnError(f"{path}: no such pipeline config") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise BdnError(f"{path}: cannot read ({error})") from None
-    except json.JSONDecodeError as error:
-        raise BdnError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    config = read_json(path)
     model = config.get("model") if isinstance(config, dict) else None
     if not isinstance(model, dict) or "name" not in model or "channels" not in model:
         raise BdnError(f'{path}: needs a "model" section with "name" and "channels"')

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bdn.cmdline import OneLineParser
 from bdn.errors import BdnError
 from bdn.io import atomic_write_bytes, atomic_write_text, read_image
 
@@ -204,13 +205,6 @@ def judge_run(
 # --- command line ---------------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as one BdnError line (exit 1), not usage text and exit 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise BdnError(message)
-
-
 def _option(text: str) -> tuple[str, object]:
     """KEY=VALUE with VALUE a Python literal (20, 0.8, None, True) or else a string."""
     key, sep, value = text.partition("=")
@@ -224,7 +218,7 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def build_parser(prog: str = "python -m bdn.judge_run") -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=prog,
         description="Replay a run_BDN output folder's snapshots through a judge (oracle, wmv, emv, noise, biqan, "
         "none) and write each image's choice.json and result.png (see bdn/judge_run.py).",

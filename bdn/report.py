@@ -32,6 +32,11 @@ def write_table(frame: pd.DataFrame, stem: Path, floatfmt: str = ".2f") -> tuple
     return csv_path, md_path
 
 
+def write_rows_csv(path: Path, rows: Sequence[dict]) -> Path:
+    """A list of same-keyed dicts (a training log) as CSV, atomically."""
+    return atomic_write_text(path, pd.DataFrame(list(rows)).to_csv(index=False))
+
+
 def save_figure(figure: plt.Figure, path: Path, dpi: int = 100) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import io
 import json
 import math
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bdn.cmdline import read_json
 from bdn.errors import BdnError
 
 DEFAULTS: dict = {
@@ -71,14 +71,7 @@ CHECKPOINT_FORMAT = 1
 def load_config(path: str | Path) -> dict:
     """The config file merged over DEFAULTS and checked; BdnError (one line) for anything wrong."""
     path = Path(path)
-    try:
-        given = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BdnError(f"{path}: no such pipeline config") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise BdnError(f"{path}: cannot read ({error})") from None
-    except json.JSONDecodeError as error:
-        raise BdnError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    given = read_json(path)
     return merge_config(given, str(path))
 
 
@@ -318,13 +311,9 @@ def _load_checkpoint(path: Path, config: dict) -> dict:
 
 
 def _write_log(directory: Path, rows: list[dict]) -> None:
-    from bdn.io import atomic_write_text
+    from bdn.report import write_rows_csv
 
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(directory / "log.csv", buffer.getvalue())
+    write_rows_csv(directory / "log.csv", rows)
     _plot(directory / "curves.png", rows)
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import ndtr
 
+from bdn.cmdline import OneLineParser, boolean
 from bdn.errors import BdnError
 from bdn.io import atomic_write_text
 
@@ -321,24 +322,8 @@ def read_scores(path: str | Path, check_exists: bool = True) -> list[tuple[Path,
 # --- generator_dataset.py -------------------------------------------------------------------------------------
 
 
-def _boolean(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as one BdnError line (exit 1), not usage text and exit 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise BdnError(message)
-
-
 def build_parser(prog: str = "generator_dataset.py") -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=prog,
         description="Score labels for DIP iterates: reads run_BDN output folders, maps each snapshot's PSNR to a "
         "10-bin score distribution (SPEC.md item 2) and writes the score file and a plot of PSNR against mean score.",
@@ -360,7 +345,7 @@ def build_parser(prog: str = "generator_dataset.py") -> argparse.ArgumentParser:
         ("is_use_fix_minmax", True, "fixed bounds --lo/--hi (true) or each image's own PSNR range (false)"),
         ("is_use_exp", False, "map exp(PSNR) instead of PSNR"),
     ):
-        add(f"--{name}", type=_boolean, nargs="?", const=True, default=default, metavar="BOOL", help=text)
+        add(f"--{name}", type=boolean, nargs="?", const=True, default=default, metavar="BOOL", help=text)
         add(f"--no-{name}", dest=name, action="store_false", help=f"--{name} false")
     add("--lo", type=float, default=LO_DB, help="PSNR (dB) mapped to mean score 2.5 with fixed bounds")
     add("--hi", type=float, default=HI_DB, help="PSNR (dB) mapped to mean score 7.5 with fixed bounds")

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bdn.cmdline import OneLineParser, boolean
 from bdn.errors import BdnError
 from bdn.io import atomic_write_bytes, atomic_write_text, list_images, read_image
 
@@ -590,24 +591,8 @@ def select_run(
 # --- command line ---------------------------------------------------------------------------------------------
 
 
-def _boolean(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as one BdnError line (exit 1), not usage text and exit 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise BdnError(message)
-
-
 def build_parser(prog: str = "test_BIQAN.py") -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=prog,
         description="Pick the best DIP iterate of each image of a run_BDN output folder with BIQAN, write the "
         "chosen images, comparison figures, score curves and Denoised_PSNR.txt (see biqan/select.py).",
@@ -631,7 +616,7 @@ def build_parser(prog: str = "test_BIQAN.py") -> argparse.ArgumentParser:
     add("--start_index", type=int, default=START_INDEX, help="skip each image's first N iterates (the seed: 40)")
     add(
         "--is_smooth",
-        type=_boolean,
+        type=boolean,
         nargs="?",
         const=True,
         default=False,

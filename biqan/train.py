@@ -35,12 +35,10 @@ summed. The output folder must be shared by all processes to resume.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import io
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -51,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bdn.cmdline import OneLineParser, torchrun_world
 from bdn.errors import BdnError
 from biqan.model import (
     ARCHES,
@@ -172,19 +171,6 @@ class IterateSet(torch.utils.data.Dataset):
 # --- processes and devices -----------------------------------------------------------------------------
 
 
-def _world() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    except ValueError:
-        raise BdnError("WORLD_SIZE, RANK and LOCAL_RANK must be whole numbers (as torchrun sets them)") from None
-    if world < 1 or not 0 <= rank < world:
-        raise BdnError(f"RANK {rank} is not within WORLD_SIZE {world}")
-    return rank, world, local
-
-
 def _device(name: str, world: int, local_rank: int) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -297,13 +283,9 @@ def _load_checkpoint(path: Path, settings: dict) -> dict:
 
 
 def _write_log(directory: Path, rows: list[dict]) -> None:
-    from bdn.io import atomic_write_text
+    from bdn.report import write_rows_csv
 
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(directory / "log.csv", buffer.getvalue())
+    write_rows_csv(directory / "log.csv", rows)
     _plot(directory / "curves.png", rows)
 
 
@@ -424,7 +406,7 @@ def _plan(options: TrainOptions, world: int) -> _Plan:
 
 def train(options: TrainOptions, progress: bool = True) -> dict:
     """Train (or resume) BIQAN into `options.output_path`; returns the last log row. BdnError for bad input."""
-    rank, world, local = _world()
+    rank, world, local = torchrun_world()
     device = _device(options.device, world, local)
     torch.set_num_threads(options.threads)
     plan = _plan(options, world)
@@ -563,16 +545,9 @@ def _fit(options: TrainOptions, plan: _Plan, rank: int, world: int, device: torc
 # --- the command line ----------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as one BdnError line, like every other error here."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise BdnError(message)
-
-
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     defaults = TrainOptions(score_paths=(), output_path="")
-    parser = _Parser(prog=prog, description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog=prog, description=__doc__.split("\n")[0])
     add = parser.add_argument
     add(
         "--score_path",
@@ -673,6 +648,6 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             f"{prog}: interrupted: run the same command again to resume after the last finished epoch", file=sys.stderr
         )
         return 130
-    if _world()[0] == 0:
+    if torchrun_world()[0] == 0:
         print(f"done: {row['epoch']} epochs, last validation EMD {row['val_emd']:.4f} -> {args.output_path}")
     return 0

@@ -70,7 +70,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import queue
 import re
 import sys
@@ -82,6 +81,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bdn.cmdline import OneLineParser, torchrun_world
 from bdn.data import CLEAN_SUFFIX, Pair, centre_crop, clean_images, crop_to_multiple, find_pairs, load_pair, synthesize
 from bdn.dip.fit import DipConfig, DipResult, _check_config, fit_dip, pick_device, ssim_torch
 from bdn.dip.judges import Judge, make_judge
@@ -165,19 +165,6 @@ def select_items(
     """This process's share: the manual part (if any), then every `world`-th image from `rank` (torchrun)."""
     chosen = split_part(items, *part) if part is not None else list(items)
     return chosen[rank::world]
-
-
-def _world() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    except ValueError:
-        raise BdnError("WORLD_SIZE, RANK and LOCAL_RANK must be whole numbers (as torchrun sets them)") from None
-    if world < 1 or not 0 <= rank < world:
-        raise BdnError(f"RANK {rank} is not within WORLD_SIZE {world}")
-    return rank, world, local
 
 
 def _device_for(name: str, world: int, local_rank: int) -> torch.device:
@@ -755,7 +742,7 @@ def run_folder(
     items = find_items(noisy_dir, clean_dir)
     if limit is not None:
         items = items[:limit]
-    rank, world, local_rank = _world()
+    rank, world, local_rank = torchrun_world()
     mine = select_items(items, part=part, rank=rank, world=world)
     dev = _device_for(device, world, local_rank)
     out = Path(out)
@@ -827,16 +814,9 @@ def run_folder(
 # --- command line ------------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as one BdnError line (exit 1), not usage text and exit 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise BdnError(message)
-
-
 def build_parser(prog: str = "run_BDN.py") -> argparse.ArgumentParser:
     defaults = DipConfig()
-    parser = _Parser(
+    parser = OneLineParser(
         prog=prog,
         description="Deep Image Prior over a folder of noisy images (with or without clean partners); see "
         "bdn/dip/run.py for the files it writes.",
