@@ -7,6 +7,11 @@ The config (JSON) names the model and its data; everything left out takes the de
      "noise": {"additive": [0, 55], "multiplicative": [0, 25], "multiplicative_probability": 0.2},
      "train": {"epochs": 30, "lr": 0.001, "seed": 0}}
 
+Seed 004's top-level keys are accepted too: `"model": "U-net"` (or "VAE", or any registry name),
+`"save_weight_path"` (the model directory, when --model-directory is not given), `"load_weight_path"` (start from
+these weights), `"dataset"` and `"device"`. The `loss` section weights MSE, L1, SSIM, total variation and the VAE's
+KL term (bdn.models.losses); the `noise` section can mix in salt-and-pepper and uniform noise (seed 004's kinds).
+
 Data kinds: `synthetic` (clean images with blind noise drawn per patch: additive Gaussian sigma uniform in the
 range, or with some probability multiplicative Gaussian; `dataset` is a bdn set of clean images such as Train400,
 `skimage` for the colour photographs scikit-image ships, or a folder) and `pairs` (real noise: `dataset`
@@ -49,7 +54,16 @@ DEFAULTS: dict = {
         "val_sigmas": [15, 25, 50],
         "val_crop": 128,
     },
-    "noise": {"additive": [0, 55], "multiplicative": [0, 25], "multiplicative_probability": 0.0},
+    "noise": {
+        "additive": [0, 55],
+        "multiplicative": [0, 25],
+        "multiplicative_probability": 0.0,
+        "salt_pepper": [0, 0.1],  # share of pixels set to 0 or 1
+        "salt_pepper_probability": 0.0,
+        "uniform": [0, 50],  # half-width, 0-255 units
+        "uniform_probability": 0.0,
+    },
+    "loss": {"mse": 1.0, "l1": 0.0, "ssim": 0.0, "tv": 0.0, "kl": 0.0},
     "train": {
         "epochs": 30,
         "lr": 1e-3,
@@ -59,8 +73,10 @@ DEFAULTS: dict = {
         "seed": 0,
         "threads": 2,
         "device": "auto",
+        "load_weights": None,
     },
 }
+SEED_MODELS = {"U-net": "unet", "u-net": "unet", "UNet": "unet", "VAE": "vae"}
 SKIMAGE_COLOUR = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "colorwheel")
 CHECKPOINT_FORMAT = 1
 
@@ -75,9 +91,31 @@ def load_config(path: str | Path) -> dict:
     return merge_config(given, str(path))
 
 
+def _seed_keys(given: dict) -> dict:
+    """Seed 004's flat keys folded into bdn's sections (a copy; bdn's own keys win where both are given)."""
+    given = copy.deepcopy(given)
+    if isinstance(given.get("model"), str):
+        name = given.pop("model")
+        given["model"] = {"name": SEED_MODELS.get(name, name)}
+    moves = {
+        "dataset": ("data", "dataset"),
+        "device": ("train", "device"),
+        "load_weight_path": ("train", "load_weights"),
+    }
+    moves["load_weigth_path"] = moves["load_weight_path"]  # the seed README's spelling
+    for key, (section, inner) in moves.items():
+        if key in given:
+            value = given.pop(key)
+            if value is not None:
+                given.setdefault(section, {}).setdefault(inner, value)
+    given.pop("save_weight_path", None)  # a place, not a setting: read by main()
+    return given
+
+
 def merge_config(given: dict, where: str = "config") -> dict:
     if not isinstance(given, dict):
         raise BdnError(f"{where}: must be a JSON object")
+    given = _seed_keys(given)
     config = copy.deepcopy(DEFAULTS)
     for section, values in given.items():
         if section not in config:
@@ -110,8 +148,20 @@ def _check_config(config: dict, where: str) -> None:
         low_high = noise[key]
         if not (isinstance(low_high, list) and len(low_high) == 2 and 0 <= low_high[0] <= low_high[1]):
             raise BdnError(f"{where}: noise.{key} must be [low, high] with 0 <= low <= high (0-255 units)")
-    if not 0 <= noise["multiplicative_probability"] <= 1:
-        raise BdnError(f"{where}: noise.multiplicative_probability must be in [0, 1]")
+    for key in ("salt_pepper", "uniform"):
+        low_high = noise[key]
+        if not (isinstance(low_high, list) and len(low_high) == 2 and 0 <= low_high[0] <= low_high[1]):
+            raise BdnError(f"{where}: noise.{key} must be [low, high] with 0 <= low <= high")
+    shares = [noise[f"{kind}_probability"] for kind in ("multiplicative", "salt_pepper", "uniform")]
+    if not all(0 <= share <= 1 for share in shares) or sum(shares) > 1:
+        raise BdnError(f"{where}: noise.*_probability must be in [0, 1] and sum to at most 1")
+    from bdn.models.losses import TERMS
+
+    for term, weight in config["loss"].items():
+        if term not in TERMS or not isinstance(weight, (int, float)) or weight < 0:
+            raise BdnError(f"{where}: loss.{term} must be a weight >= 0")
+    if not any(config["loss"].values()):
+        raise BdnError(f"{where}: every loss weight is 0: nothing to train")
     if not isinstance(train["epochs"], int) or train["epochs"] < 1:
         raise BdnError(f"{where}: train.epochs must be a positive integer")
     if not train["lr"] > 0:
@@ -126,6 +176,11 @@ def _clean_images(dataset: str, channels: int) -> list[tuple[str, np.ndarray]]:
     from bdn.data import clean_images, dataset_info, dataset_path
     from bdn.io import read_image
 
+    if dataset.lower() in ("stl10", "cifar10", "cifar100", "sidd"):
+        raise BdnError(
+            f"data.dataset {dataset!r} cannot be downloaded on this machine; use Train400, 'skimage' (the colour "
+            "photographs scikit-image ships), PolyU-train pairs, or a folder of clean images"
+        )
     if dataset == "skimage":
         import skimage.data
 
@@ -234,6 +289,8 @@ class TrainingData:
         return noisy.contiguous(), clean.contiguous()
 
     def _noisy(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Each patch gets one kind of noise at a strength drawn from its range: additive Gaussian unless drawn
+        for multiplicative, salt-and-pepper or uniform by their probabilities."""
         count = clean.shape[0]
         shape = (count,) + (1,) * (clean.ndim - 1)
         low, high = self.noise["additive"]
@@ -243,6 +300,23 @@ class TrainingData:
         multiplicative = (rng.random(count) < self.noise["multiplicative_probability"]).reshape(shape)
         noise = rng.standard_normal(clean.shape).astype(np.float32)
         noisy = np.where(multiplicative, clean * (1 + sigma_mul * noise), clean + sigma_add * noise)
+        # Drawn only when asked for, so configs without them keep their random stream (and their resumes).
+        if self.noise["salt_pepper_probability"] or self.noise["uniform_probability"]:
+            kind = rng.random(count)
+            taken = self.noise["multiplicative_probability"]
+            for name in ("salt_pepper", "uniform"):
+                share = self.noise[f"{name}_probability"]
+                chosen = ((kind >= taken) & (kind < taken + share)).reshape(shape)
+                taken += share
+                low, high = self.noise[name]
+                strength = rng.uniform(low, high, count).reshape(shape)
+                if name == "salt_pepper":
+                    hit = rng.random(clean.shape) < strength
+                    other = np.where(rng.random(clean.shape) < 0.5, 0.0, 1.0)
+                    replaced = np.where(hit, other, clean)
+                else:
+                    replaced = clean + rng.uniform(-1, 1, clean.shape) * strength / 255
+                noisy = np.where(chosen, replaced, noisy)
         return noisy.astype(np.float32)
 
 
@@ -303,7 +377,7 @@ def _load_checkpoint(path: Path, config: dict) -> dict:
     except Exception as error:  # damaged files raise many types; all mean the same here
         detail = " ".join(str(error).split())[:120]
         raise BdnError(f"{path} is damaged ({detail}); delete it to train from the start") from None
-    saved = json.loads(state["config"])
+    saved = merge_config(json.loads(state["config"]), str(path))  # keys added to bdn since get their defaults
     saved["train"]["epochs"] = config["train"]["epochs"]  # more (or fewer) epochs may be asked for on a resume
     if saved != config:
         raise BdnError(f"{path} was made with another config; use that config or another --model-directory")
@@ -328,7 +402,7 @@ def _plot(path: Path, rows: list[dict]) -> None:
     epochs = [r["epoch"] for r in rows]
     figure, (loss_axis, psnr_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
     loss_axis.semilogy(epochs, [r["train_loss"] for r in rows])
-    loss_axis.set(xlabel="epoch", ylabel="training loss (MSE)")
+    loss_axis.set(xlabel="epoch", ylabel="training loss (weighted terms)")
     psnr_axis.plot(epochs, [r["val_psnr"] for r in rows], marker="o")
     psnr_axis.set(xlabel="epoch", ylabel="validation PSNR (dB)")
     figure.tight_layout()
@@ -341,7 +415,8 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
 
     from bdn.io import atomic_write_text
     from bdn.models import build_model
-    from bdn.models.weights import save_weights
+    from bdn.models.losses import training_loss
+    from bdn.models.weights import load_weights, save_weights
 
     directory = Path(model_directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -372,6 +447,9 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
         if epoch >= settings["epochs"]:
             print(f"{directory}: already trained for {epoch} epochs (best validation PSNR {best:.2f} dB)")
             return rows[-1]
+    elif settings["load_weights"]:  # fine-tuning: start from trained weights of the same model
+        start, _ = load_weights(settings["load_weights"], expect_name=name, expect_channels=channels)
+        net.load_state_dict(start.state_dict())
     atomic_write_text(directory / "pipeline.json", json.dumps(config, indent=2) + "\n")
     batch_size = config["data"]["batch_size"]
     metadata = {"dataset": json.dumps(config["data"]["dataset"]), "noise": json.dumps(config["noise"])}
@@ -380,7 +458,7 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{settings['epochs']}", disable=not progress)
         for _ in bar:
             noisy, clean = (t.to(device) for t in data.batch(batch_size, rng))
-            loss = torch.nn.functional.mse_loss(net(noisy), clean)
+            loss, _ = training_loss(net, net(noisy), clean, config["loss"])
             sparsity = net.sparsity() if settings["sparsity"] and hasattr(net, "sparsity") else None
             total_loss = loss if sparsity is None else loss + settings["sparsity"] * sparsity
             optimizer.zero_grad(set_to_none=True)
@@ -423,22 +501,34 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
     return rows[-1]
 
 
+def _save_weight_path(config_path: str) -> str:
+    """Seed 004's `save_weight_path`, the model directory when --model-directory is not given."""
+    given = read_json(config_path)
+    place = given.get("save_weight_path") if isinstance(given, dict) else None
+    if not place:
+        raise BdnError("give --model-directory (or save_weight_path in the config)")
+    return str(place)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bdn.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--model-directory", required=True, help="where weights, checkpoint and logs go")
+    parser.add_argument(
+        "--model-directory", help="where weights, checkpoint and logs go (default: the config's save_weight_path)"
+    )
     parser.add_argument("--pipeline-config", required=True, help="the JSON config (see the module docstring)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.pipeline_config)
-        row = train(args.model_directory, config, progress=not args.no_progress)
+        directory = args.model_directory or _save_weight_path(args.pipeline_config)
+        row = train(directory, config, progress=not args.no_progress)
     except BdnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume from the last finished epoch", file=sys.stderr)
         return 130
-    print(f"done: {row['epoch']} epochs, last validation PSNR {row['val_psnr']:.2f} dB -> {args.model_directory}")
+    print(f"done: {row['epoch']} epochs, last validation PSNR {row['val_psnr']:.2f} dB -> {directory}")
     return 0
 
 

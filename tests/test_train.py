@@ -143,3 +143,58 @@ def test_validation_holds_out_whole_polyu_scenes():
     held = split_validation(names, 0.5, "pairs")
     assert held and all(n.split("_")[-2] == next(iter(held)).split("_")[-2] for n in held)
     assert len(held) in (2, 3)
+
+
+def test_seed_004_keys_losses_and_fine_tuning(tmp_path, clean_folder):
+    first = {
+        "model": "resnet_5x5_bn_3x3",  # seed 004 names the model by a string
+        "dataset": str(clean_folder),
+        "device": "cpu",
+        "save_weight_path": str(tmp_path / "seed_style"),
+        "data": {"patch": 24, "patches_per_epoch": 16, "batch_size": 8, "val_fraction": 0.3, "val_crop": 48},
+        "loss": {"mse": 0.0, "l1": 1.0, "ssim": 0.5, "tv": 0.01},
+        "train": {"epochs": 1, "threads": 1},
+    }
+    (tmp_path / "seed.json").write_text(json.dumps(first))
+    assert main(["--pipeline-config", str(tmp_path / "seed.json"), "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "seed_style" / "pipeline.json").read_text())
+    assert saved["model"]["name"] == "resnet_5x5_bn_3x3" and saved["train"]["device"] == "cpu"
+    assert saved["loss"] == {"mse": 0.0, "l1": 1.0, "ssim": 0.5, "tv": 0.01, "kl": 0.0}
+    # load_weight_path (the seed's spelling too) starts a new run from those weights.
+    second = dict(first, load_weigth_path=str(tmp_path / "seed_style" / "best.safetensors"))
+    second["train"] = {"epochs": 1, "threads": 1, "lr": 1e-12, "min_lr": 1e-12}  # (almost) no step: weights kept
+    (tmp_path / "tune.json").write_text(json.dumps(second))
+    assert main(["--model-directory", str(tmp_path / "tuned"), "--pipeline-config", str(tmp_path / "tune.json")]) == 0
+    a, _ = load_weights(tmp_path / "seed_style" / "best.safetensors")
+    b, _ = load_weights(tmp_path / "tuned" / "last.safetensors")
+    assert torch.allclose(a.stem.weight, b.stem.weight, atol=1e-6)
+
+
+def test_seed_datasets_that_cannot_be_downloaded_say_so(tmp_path, capsys):
+    config = {"model": "resnet_5x5_bn_3x3", "dataset": "STL10", "save_weight_path": str(tmp_path / "m")}
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    assert main(["--pipeline-config", str(tmp_path / "c.json")]) == 2
+    assert "'STL10' cannot be downloaded on this machine" in capsys.readouterr().err
+    (tmp_path / "d.json").write_text(json.dumps({"model": "resnet_5x5_bn_3x3"}))
+    assert main(["--pipeline-config", str(tmp_path / "d.json")]) == 2
+    assert "give --model-directory (or save_weight_path in the config)" in capsys.readouterr().err
+
+
+def test_salt_pepper_and_uniform_noise(clean_folder):
+    config = merge_config({"data": {"dataset": str(clean_folder), "patch": 32, "val_fraction": 0.3}})
+    config["noise"].update(salt_pepper=[0.1, 0.1], salt_pepper_probability=1.0)
+    noisy, clean = TrainingData(config).batch(32, np.random.default_rng(0))
+    changed = (noisy != clean).float().mean()
+    assert 0.07 < float(changed) < 0.11 and set(torch.unique(noisy[noisy != clean]).tolist()) <= {0.0, 1.0}
+    config["noise"].update(salt_pepper_probability=0.0, uniform=[20, 20], uniform_probability=1.0)
+    noisy, clean = TrainingData(config).batch(32, np.random.default_rng(0))
+    assert abs(float((noisy - clean).abs().max()) - 20 / 255) < 1e-3
+    assert abs(float((noisy - clean).std()) - 20 / 255 / np.sqrt(3)) < 0.003
+    with pytest.raises(BdnError, match="sum to at most 1"):
+        merge_config({"noise": {"uniform_probability": 0.7, "salt_pepper_probability": 0.5}})
+    with pytest.raises(BdnError, match="every loss weight is 0"):
+        merge_config({"loss": {"mse": 0}})
+    with pytest.raises(BdnError, match="loss has no key psnr"):
+        merge_config({"loss": {"psnr": 1}})
+    with pytest.raises(BdnError, match="loss.l1 must be a weight >= 0"):
+        merge_config({"loss": {"l1": -1}})
