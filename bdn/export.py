@@ -105,7 +105,10 @@ def load_checkpoint(
 
 def min_side(net: nn.Module) -> int:
     """The smallest height or width the exported files handle: a pyramid of L levels needs more than 2^(L-1)
-    pixels a side (below that it pads otherwise, see the module docstring); other models take any size."""
+    pixels a side, an encoder-decoder padding to a multiple m more than m/2 (below that it pads otherwise, see
+    the module docstring); other models take any size."""
+    if hasattr(net, "multiple"):
+        return int(net.multiple) // 2 + 1
     levels = getattr(net, "levels", 1)
     return 2 ** (levels - 1) + 1 if levels > 1 else 1
 

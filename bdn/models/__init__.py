@@ -37,6 +37,23 @@ def _dncnn(channels: int, bias_free: bool):
     return DnCNN(channels, bias_free=bias_free)
 
 
+def _family(module: str, builder: str, channels: int):
+    """A model built by `builder(channels)` in bdn/models/<module>.py, imported on first use."""
+    from importlib import import_module
+
+    return getattr(import_module(f"bdn.models.{module}"), builder)(channels)
+
+
+_ENCODER_DECODERS = {  # name: (module, builder, summary); none is bias-free
+    "autoencoder": ("autoencoder", "builder", "convolutional autoencoder (seed 002's baseline), stride-4 bottleneck"),
+    "rednet": ("rednet", "builder", "RED-Net-10 (Mao et al. 2016): conv/deconv x 64, symmetric skips every 2"),
+    "mwcnn": ("mwcnn", "builder", "MWCNN (Liu et al. 2018): U-Net with Haar wavelet down and inverse up"),
+    "pridnet": ("pridnet", "pridnet", "PRIDNet (Zhao et al. 2019): channel attention, pyramid pooling, kernel fusion"),
+    "pixelshuffle_unet": ("unet", "pixelshuffle_unet", "seed 003's U-Net: to 1/32, pixel-shuffle up, sigmoid"),
+    "unet": ("unet", "unet", "seed 004's U-Net: conv pairs, 4 poolings, transposed-conv up, residual output"),
+    "vae": ("unet", "vae", "seed 004's convolutional VAE (spatial latent; the KL term in last_kl)"),
+}
+
 _RESNETS = {  # name: (blocks, stem kernel, kind)
     "resnet_5x5_bn_3x3": (5, 5, "plain"),
     "sparse_resnet_5x5_bn_3x3": (5, 5, "sparse"),
@@ -75,6 +92,8 @@ def _entries() -> list[ModelSpec]:
                     f"{name} shared over a 3-level {pyramid} pyramid",
                 )
             )
+    for name, (module, builder, what) in _ENCODER_DECODERS.items():
+        entries.append(ModelSpec(name, partial(_family, module, builder), False, what))
     return entries
 
 

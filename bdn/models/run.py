@@ -29,7 +29,15 @@ def _net_for(model: str, channels: int, weights: str | None):
 
 
 def receptive_reach(net) -> tuple[int, int]:
-    """(overlap, alignment) that make tiling exact for this net: its reach in pixels and its pyramid grid."""
+    """(overlap, alignment) for tiling this net: its reach in pixels and the grid its sampling keeps.
+
+    Exact for the convolutional families (DnCNN, the resnets and their pyramids) and for encoder-decoders that
+    state their `reach` (autoencoder, RED-Net, MWCNN). The U-Nets reach further than any practical overlap, so
+    their tiles get 128 pixels of context on their own grid (`multiple`) and match the whole image closely, not
+    exactly; PRIDNet's attention and the gated resnet's gates look at the whole tile, so theirs are per tile.
+    """
+    if hasattr(net, "multiple"):
+        return int(getattr(net, "reach", 128)), int(net.multiple)
     levels = getattr(net, "levels", 1)
     base = getattr(net, "base", net)
     reach = 24 if hasattr(base, "hidden_layer_list") else 16  # DnCNN: 20 layers of 3x3; resnets: 13 pixels
