@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from bdn.errors import BdnError
+from bdn.names import CLEAN_SUFFIX, NOISY_SUFFIX, polyu_group, strip_suffix
 
 DATA_ENV = "BDN_DATA"
-NOISY_SUFFIX = "_real"
-CLEAN_SUFFIX = "_mean"
 POLYU_SPLITS = ("train", "heldout")
 _SHOW = 5  # how many offending file names an error message lists
 
@@ -151,15 +150,11 @@ def _image_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def _strip(stem: str, suffix: str) -> str:
-    return stem[: -len(suffix)] if stem.endswith(suffix) and len(stem) > len(suffix) else stem
-
-
 def _by_key(files: Iterable[Path], suffix: str) -> dict[str, Path]:
     """Map image id -> file, the id being the stem without `suffix`; two files with one id is an error."""
     keyed: dict[str, Path] = {}
     for path in files:
-        key = _strip(path.stem, suffix)
+        key = strip_suffix(path.stem, suffix)
         if key in keyed:
             raise BdnError(f"{path}: same image name {key!r} as {keyed[key].name}; keep only one of them")
         keyed[key] = path
@@ -357,22 +352,6 @@ def random_patch_pairs(
 
 
 # --- PolyU: groups and the committed split ----------------------------------------------------------------
-
-
-def polyu_group(image_id: str) -> tuple[str, str]:
-    """(camera, scene) of a PolyU crop id such as `Canon5D2_5_160_3200_chair_11`.
-
-    Fields: camera, aperture, shutter, ISO, the scene word(s), the crop index. Upstream spellings are kept
-    (`reciever`, `GO`); empty fields from doubled underscores (`NikonD800_6-3_125_5000_plant__4`) are dropped.
-    A `_real`/`_mean` suffix and a file extension are accepted and ignored.
-    """
-    stem = Path(image_id).stem if Path(image_id).suffix.lower() in (".jpg", ".png") else image_id
-    stem = _strip(_strip(stem, NOISY_SUFFIX), CLEAN_SUFFIX)
-    fields = stem.split("_")
-    scene = "_".join(field for field in fields[4:-1] if field)
-    if len(fields) < 6 or not fields[-1].isdigit() or not fields[3].isdigit() or not scene:
-        raise BdnError(f"{image_id!r}: not a PolyU image id (camera_aperture_shutter_iso_scene_index)")
-    return fields[0], scene
 
 
 SPLIT_SALT = "bdn-polyu-split-v1"

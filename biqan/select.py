@@ -41,6 +41,7 @@ import torch
 from bdn.cmdline import OneLineParser, boolean
 from bdn.errors import BdnError
 from bdn.io import atomic_write_bytes, atomic_write_text, list_images, read_image
+from bdn.names import CLEAN_SUFFIX, NOISY_SUFFIX
 
 __all__ = [
     "SCORE_COLUMNS",
@@ -66,7 +67,6 @@ SCORE_COLUMNS = ("image", "iteration", "path", "mean", "std", "psnr")
 START_INDEX = 40  # the seed's --start_index
 SEED_SMOOTH = 0.8  # the seed's low-pass factor
 BINS = 10
-NOISY_SUFFIX, CLEAN_SUFFIX = "_real", "_mean"  # bdn.data's names: <id>_real.<ext>, <id>_mean.<ext>
 
 Transform = Callable[[np.ndarray], object]
 

@@ -76,6 +76,16 @@ def test_validation_holds_out_whole_source_images(scores):
         split_by_image([p for p in paths if p.parent.name == "moon"], 0.25, 0)
 
 
+def test_validation_holds_out_whole_polyu_scenes():
+    # Three crops of one scene (camera + scene word) and two of another: a scene is never on both sides.
+    names = [f"Canon5D2_5_160_3200_chair_{k}" for k in (10, 11, 12)] + [f"Sony_4-5_125_3200_plant_{k}" for k in (1, 2)]
+    paths = [Path("run") / name / f"{i:05d}.png" for name in names for i in (20, 40)]
+    for seed in range(4):
+        train, val = split_by_image(paths, 0.3, seed)
+        scenes = [{paths[k].parent.name.split("_")[-2] for k in side} for side in (train, val)]
+        assert len(scenes[0]) == len(scenes[1]) == 1 and scenes[0] != scenes[1]
+
+
 def test_training_writes_its_files_and_resumes_exactly(tmp_path, scores, monkeypatch, capsys):
     once = tmp_path / "once"
     assert main(_args(scores, once)) == 0
