@@ -74,6 +74,7 @@ DEFAULTS: dict = {
         "threads": 2,
         "device": "auto",
         "load_weights": None,
+        "recalibrate_batches": 16,
     },
 }
 SEED_MODELS = {"U-net": "unet", "u-net": "unet", "UNet": "unet", "VAE": "vae"}
@@ -333,6 +334,39 @@ def _nchw(patches: np.ndarray) -> torch.Tensor:
     return tensor.unsqueeze(1) if tensor.ndim == 3 else tensor.permute(0, 3, 1, 2)
 
 
+def recalibrate_norms(
+    net: torch.nn.Module, data: TrainingData, batches: int, batch_size: int, seed: int, device
+) -> None:
+    """Re-estimate every batch norm's running statistics as the plain average over `batches` fresh batches.
+
+    The running averages kept during training follow the last few batches only; with blind noise (each batch a
+    different mix of levels) they wander, and eval-mode outputs with them. An exact average over many batches
+    ("precise BN") steadies validation and the saved model. Its own random stream: training's is untouched.
+    """
+    norms = [m for m in net.modules() if hasattr(m, "running_var") and hasattr(m, "momentum")]
+    if not batches or not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for module in norms:
+        module.momentum = None  # cumulative average from here
+        module.running_var.fill_(1.0)
+        if getattr(module, "running_mean", None) is not None:
+            module.running_mean.zero_()
+        if getattr(module, "num_batches_tracked", None) is not None:
+            module.num_batches_tracked.zero_()
+        if hasattr(module, "seen"):
+            module.seen = 0
+    rng, was_training = np.random.default_rng(seed), net.training
+    net.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            noisy, _ = data.batch(batch_size, rng)
+            net(noisy.to(device))
+    for module, momentum in zip(norms, saved, strict=True):
+        module.momentum = momentum
+    net.train(was_training)
+
+
 def validate(net: torch.nn.Module, images: Sequence[tuple[str, np.ndarray, np.ndarray]], device) -> float:
     """Mean PSNR (bdn.metrics: output clipped to [0, 1]) over the validation images."""
     from bdn.metrics import psnr
@@ -469,6 +503,7 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.2e}")
         epoch += 1
+        recalibrate_norms(net, data, settings["recalibrate_batches"], batch_size, settings["seed"] + epoch, device)
         score = validate(net, data.validation, device)
         row = {
             "epoch": epoch,

@@ -198,3 +198,23 @@ def test_salt_pepper_and_uniform_noise(clean_folder):
         merge_config({"loss": {"psnr": 1}})
     with pytest.raises(BdnError, match="loss.l1 must be a weight >= 0"):
         merge_config({"loss": {"l1": -1}})
+
+
+def test_recalibrated_norms_hold_the_average_batch_variance(clean_folder):
+    from bdn.models import build_model
+    from bdn.train import recalibrate_norms
+
+    config = merge_config({"data": {"dataset": str(clean_folder), "patch": 24, "val_fraction": 0.3}})
+    data = TrainingData(config)
+    net = build_model("bf_dncnn", 1).eval()
+    first_norm = net.bn_layer_list[0]
+    recalibrate_norms(net, data, 3, 4, seed=5, device="cpu")
+    # The same three batches again, their first norm's input variances averaged by hand.
+    rng, variances = np.random.default_rng(5), []
+    with torch.no_grad():
+        for _ in range(3):
+            noisy, _ = data.batch(4, rng)
+            h = net.hidden_layer_list[0](torch.relu(net.first_layer(noisy)))
+            variances.append(h.var(dim=(0, 2, 3), unbiased=False))
+    assert torch.allclose(first_norm.running_var, torch.stack(variances).mean(0), rtol=1e-5)
+    assert first_norm.momentum == 0.1 and not net.training

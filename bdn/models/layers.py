@@ -26,7 +26,8 @@ class BiasFreeBatchNorm2d(nn.Module):
 
     def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
-        self.eps, self.momentum = eps, momentum
+        self.eps, self.momentum = eps, momentum  # momentum None: a plain average over the batches seen
+        self.seen = 0  # batches averaged while momentum is None (reset by whoever sets it to None)
         self.weight = nn.Parameter(torch.ones(channels))
         self.register_buffer("running_var", torch.ones(channels))
 
@@ -34,7 +35,11 @@ class BiasFreeBatchNorm2d(nn.Module):
         if self.training:
             var = x.var(dim=(0, 2, 3), unbiased=False)
             with torch.no_grad():
-                self.running_var.lerp_(var.detach(), self.momentum)
+                if self.momentum is None:
+                    self.seen += 1
+                    self.running_var.lerp_(var.detach(), 1.0 / self.seen)
+                else:
+                    self.running_var.lerp_(var.detach(), self.momentum)
             std = var.sqrt()
         else:
             std = self.running_var.sqrt()
