@@ -138,12 +138,12 @@ def test_shipped_inits_are_the_dip_files_of_the_package(tmp_path, monkeypatch, l
 
 
 def test_pyproject_lists_every_package():
-    """Packages are listed by hand (to map checkpoints/ to bdn.checkpoints): a new folder must not be left out."""
+    """Packages are listed by hand (to map checkpoints/ and app/ into bdn): a new folder must not be left out."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert config["package-dir"] == {"bdn.checkpoints": "checkpoints"}
+    assert config["package-dir"] == {"bdn.checkpoints": "checkpoints", "bdn.app": "app"}
     assert "*.safetensors" in config["package-data"]["bdn.checkpoints"]
-    folders = {"bdn.checkpoints"}
+    folders = {"bdn.checkpoints", "bdn.app"}
     for top in ("bdn", "biqan"):
         for folder in [ROOT / top, *(ROOT / top).rglob("*")]:
             if folder.is_dir() and folder.name != "__pycache__" and any(p.is_file() for p in folder.iterdir()):
