@@ -52,6 +52,7 @@ import torch
 
 from bdn.cmdline import OneLineParser
 from bdn.errors import BdnError
+from bdn.judge_run import RESULT_COLUMNS
 
 PROG = "benchmarks/biqan_judges.py"
 GOAL = "mean <= 0.15, worst <= 0.5 on CC"
@@ -62,20 +63,8 @@ SEED_REPORTED = (
     "worst 1.59 dB (d800_iso3200_2)"
 )
 CLASSICAL = ("nlm", "bm3d")
-PER_IMAGE_COLUMNS = (
-    "dataset",
-    "judge",
-    "image",
-    "judge_iteration",
-    "iteration",
-    "score",
-    "psnr",
-    "oracle_iteration",
-    "oracle_psnr",
-    "gap",
-    "stopped_at",
-    "snapshots",
-)
+# judge_run's own columns, the dataset first and the judge before the image
+PER_IMAGE_COLUMNS = ("dataset", "judge", "image", *(c for c in RESULT_COLUMNS if c not in ("image", "judge")))
 SUMMARY_COLUMNS = (
     "judge",
     "dataset",
