@@ -52,3 +52,31 @@ def shipped_files(prefix: str) -> dict[str, Path]:
         if name.startswith(prefix) and name.endswith(".safetensors") and entry.is_file():
             found[name[len(prefix) : -len(".safetensors")]] = Path(str(entry))
     return dict(sorted(found.items()))
+
+
+def write_checkpoint(path: str | Path, state: dict) -> None:
+    """A training checkpoint (plain tensors, numbers, strings) via torch.save, written atomically."""
+    import io
+
+    import torch
+
+    from bdn.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_checkpoint(path: str | Path, fmt: int, what: str) -> dict:
+    """A training checkpoint written with torch.save (plain tensors, numbers, strings), read without pickle
+    (`weights_only=True`) and checked to carry `format == fmt`; BdnError 'damaged ... delete it' otherwise."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != fmt:
+            raise ValueError(f"not a {what} checkpoint")
+    except Exception as error:  # damaged files raise many types; all mean the same here
+        detail = " ".join(str(error).split())[:120]
+        raise BdnError(f"{path} is damaged ({detail}); delete it to train from the start") from None
+    return state

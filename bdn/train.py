@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import json
 import math
 import sys
@@ -41,6 +40,7 @@ import torch
 
 from bdn.cmdline import read_json
 from bdn.errors import BdnError
+from bdn.tensorfile import write_checkpoint
 
 DEFAULTS: dict = {
     "model": {"name": "resnet_5x5_bn_3x3", "channels": 1},
@@ -395,14 +395,6 @@ def _device(name: str) -> torch.device:
         raise BdnError(f"train.device {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    from bdn.io import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 def _load_checkpoint(path: Path, config: dict) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -426,12 +418,9 @@ def _write_log(directory: Path, rows: list[dict]) -> None:
 
 
 def _plot(path: Path, rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bdn.report import save_figure
+    from bdn.report import save_figure  # (it sets the file-only Agg backend)
 
     epochs = [r["epoch"] for r in rows]
     figure, (loss_axis, psnr_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -532,7 +521,7 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
             "best": best,
             "epoch": epoch,
         }
-        _save_checkpoint(checkpoint, state)
+        write_checkpoint(checkpoint, state)
     return rows[-1]
 
 

@@ -77,8 +77,8 @@ def run_one(
     from bdn.bench import peak_rss_mb
     from bdn.dip.denoise import prepare
     from bdn.dip.fit import fit_dip
-    from bdn.dip.run import _save_checkpoint
     from bdn.metrics import psnr
+    from bdn.tensorfile import write_checkpoint
 
     torch.set_num_threads(threads)
     noisy, clean = next((noisy, clean) for case, noisy, clean in cases(CROP_IMAGES, FULL_IMAGES) if case == name)
@@ -101,7 +101,7 @@ def run_one(
         if checkpoint_every and iteration % checkpoint_every == 0:
             table = torch.tensor(sorted(stamps.items()), dtype=torch.float64)
             state = {"fit": frame.state(), "judge": judge.state() if judge is not None else {}, "stamps": table}
-            _save_checkpoint(checkpoint, state)
+            write_checkpoint(checkpoint, state)
 
     result = fit_dip(
         job.padded,

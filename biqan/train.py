@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import math
 import sys
@@ -51,6 +50,7 @@ from torch import nn
 
 from bdn.cmdline import OneLineParser, torchrun_world
 from bdn.errors import BdnError
+from bdn.tensorfile import read_checkpoint, write_checkpoint
 from biqan.model import (
     ARCHES,
     DEFAULT_ARCH,
@@ -271,23 +271,12 @@ def validate(model: Biqan, loader, device: torch.device) -> tuple[float, int]:
 # --- files ---------------------------------------------------------------------------------------------
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    from bdn.io import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 def _load_checkpoint(path: Path, settings: dict) -> dict:
+    state = read_checkpoint(path, CHECKPOINT_FORMAT, "train_BIQAN")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError("not a train_BIQAN checkpoint")
         saved = json.loads(state["settings"])
-    except Exception as error:  # damaged files raise many types; all mean the same here
-        detail = " ".join(str(error).split())[:120]
-        raise BdnError(f"{path} is damaged ({detail}); delete it to train from the start") from None
+    except (KeyError, TypeError, ValueError):
+        raise BdnError(f"{path} is damaged (no readable settings); delete it to train from the start") from None
     changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
     if changed:
         raise BdnError(
@@ -304,12 +293,9 @@ def _write_log(directory: Path, rows: list[dict]) -> None:
 
 
 def _plot(path: Path, rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bdn.report import save_figure
+    from bdn.report import save_figure  # (it sets the file-only Agg backend)
 
     epochs = [r["epoch"] for r in rows]
     figure, axis = plt.subplots(figsize=(6, 3.5))
@@ -535,7 +521,7 @@ def _fit(options: TrainOptions, plan: _Plan, rank: int, world: int, device: torc
                 save_biqan(directory / "best.safetensors", model, **common, **meta)
             _write_log(directory, history)
             atomic_write_text(directory / "split.json", json.dumps(split, indent=1) + "\n")
-            _save_checkpoint(
+            write_checkpoint(
                 checkpoint,
                 {
                     "format": CHECKPOINT_FORMAT,

@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import math
 import queue
@@ -88,6 +87,7 @@ from bdn.dip.judges import Judge, make_judge
 from bdn.dip.nets import NET_TYPES, build_net, min_size, net_spec, smallest_side
 from bdn.errors import BdnError
 from bdn.io import atomic_write_bytes, atomic_write_text, read_image, write_image
+from bdn.tensorfile import write_checkpoint
 
 __all__ = ["FolderReport", "Item", "build_parser", "find_items", "main", "run_folder", "select_items", "write_summary"]
 
@@ -506,12 +506,6 @@ class _Writer:
         self._thread.join()
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 def _run_image(
     item: Item,
     out: Path,
@@ -578,7 +572,7 @@ def _run_image(
                 "snapshots": table,
                 "judge": judge.state() if judge is not None else {},  # plain numbers and CPU copies
             }
-            writer.submit(_save_checkpoint, checkpoint_path, state)
+            writer.submit(write_checkpoint, checkpoint_path, state)
         return False
 
     try:
