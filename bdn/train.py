@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from bdn.cmdline import read_json
+from bdn.devices import pick_device
 from bdn.errors import BdnError
 from bdn.tensorfile import write_checkpoint
 
@@ -386,15 +387,6 @@ def validate(net: torch.nn.Module, images: Sequence[tuple[str, np.ndarray, np.nd
 # --- the loop ------------------------------------------------------------------------------------------
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise BdnError(f"train.device {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
-
-
 def _load_checkpoint(path: Path, config: dict) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -444,7 +436,7 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
     directory = Path(model_directory)
     directory.mkdir(parents=True, exist_ok=True)
     settings, name, channels = config["train"], config["model"]["name"], config["model"]["channels"]
-    device = _device(settings["device"])
+    device = pick_device(settings["device"], what="train.device")
     if device.type == "cpu":
         torch.set_num_threads(settings["threads"])
     data = TrainingData(config)

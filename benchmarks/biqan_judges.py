@@ -51,6 +51,7 @@ import pandas as pd
 import torch
 
 from bdn.cmdline import OneLineParser
+from bdn.devices import pick_device
 from bdn.errors import BdnError
 from bdn.judge_run import RESULT_COLUMNS
 
@@ -418,18 +419,6 @@ def _degenerate(dataset: str, spec: Spec, table: pd.DataFrame) -> list[str]:
     return []
 
 
-def _device(name: str) -> str | None:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else None
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise BdnError(f"--device {name!r}: not a device (auto, cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BdnError(f"--device {name}: CUDA is not available here")
-    return name
-
-
 def measure(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(per-image table, summary, notes) for parsed arguments; reads only."""
     datasets = [name for name, _ in args.runs]
@@ -505,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.threads < 1:
                 raise BdnError(f"--threads must be >= 1, got {args.threads}")
             torch.set_num_threads(args.threads)
-        args.device_name = _device(args.device)
+        args.device_name = str(pick_device(args.device, what="--device"))
         per_image, summary, notes = measure(args)
     except BdnError as error:
         print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr)

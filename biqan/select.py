@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 
 from bdn.cmdline import OneLineParser, boolean
+from bdn.devices import pick_device
 from bdn.errors import BdnError
 from bdn.io import atomic_write_bytes, atomic_write_text, list_images, read_image
 from bdn.names import CLEAN_SUFFIX, NOISY_SUFFIX
@@ -148,21 +149,6 @@ def score_images(model: torch.nn.Module, images: Sequence[object], transform: Tr
     return torch.stack(out) if out else torch.zeros((0, BINS))
 
 
-def _torch_device(name: str | torch.device) -> torch.device:
-    """A torch device from a name; 'auto' is CUDA where there is one, else the CPU."""
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise BdnError(f"--device {name!r}: not a device (auto, cpu, cuda, cuda:N, mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BdnError(f"--device {name}: CUDA is not available here")
-    return device
-
-
 def _check_int(name: str, value: object, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
         raise BdnError(f"{name} must be a whole number >= {least}, got {value!r}")
@@ -204,7 +190,7 @@ def score_run(
     """
     batch_size = _check_int("batch_size", batch_size, 1)
     iterates = _run_iterates(run_dir)
-    model.to(_torch_device(device)).eval()
+    model.to(pick_device(device, what="--device")).eval()
     transform = default_transform(protocol, crop) if transform is None else transform
     rows = []
     from tqdm import tqdm
@@ -670,7 +656,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "test_BIQAN.py") -> int:
         _check_int("--start_index", args.start_index, 0)
         _check_int("--batch_size", args.batch_size, 1)
         device = f"cuda:{_check_int('--gpu_id', args.gpu_id, 0)}" if args.gpu_id is not None else args.device
-        device = _torch_device(device)
+        device = pick_device(device, what="--device")
         for option, folder in (
             ("--dataset_real_path", args.dataset_real_path),
             ("--dataset_mean_path", args.dataset_mean_path),

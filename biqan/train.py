@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from bdn.cmdline import OneLineParser, torchrun_world
+from bdn.devices import pick_device
 from bdn.errors import BdnError
 from bdn.tensorfile import read_checkpoint, write_checkpoint
 from biqan.model import (
@@ -186,20 +187,11 @@ class IterateSet(torch.utils.data.Dataset):
 
 
 def _device(name: str, world: int, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise BdnError(f"--device {name!r}: not a device (auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BdnError(f"--device {name!r}: no CUDA GPU is available here (use auto or cpu)")
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count() if world > 1 else 0)
-        if device.index >= torch.cuda.device_count():
-            raise BdnError(f"--device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif device.type != "cpu":
+    """bdn's device rule (cuda:LOCAL_RANK under torchrun), limited to what BIQAN's training runs on."""
+    device = pick_device(name, world, local_rank, what="--device")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", 0)
+    if device.type not in ("cpu", "cuda"):
         raise BdnError(f"--device {name!r}: BIQAN trains on cpu or cuda")
     return device
 

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
+from bdn.devices import pick_device
 from bdn.dip.judges import Judge
 from bdn.dip.nets import NetSpec, build_net, check_size, count_parameters, net_spec
 from bdn.errors import BdnError
@@ -111,31 +112,6 @@ class DipResult:
     @property
     def seconds_per_iteration(self) -> float:
         return self.seconds / max(self.iterations, 1)
-
-
-def pick_device(name: str | None = None) -> torch.device:
-    """The torch device for `name`: 'auto' or None picks cuda, else mps, else cpu; others are checked."""
-    if name is None or name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise BdnError(f"device {name!r}: not a device name (use auto, cpu, cuda, cuda:N or mps)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BdnError(f"device {name!r}: no CUDA GPU is available here (use auto or cpu)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise BdnError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise BdnError(f"device {name!r}: Apple MPS is not available here (use auto or cpu)")
-    elif device.type != "cpu":
-        raise BdnError(f"device {name!r}: bdn runs on cpu, cuda or mps")
-    return device
 
 
 def pick_memory_format(config: DipConfig, device: torch.device) -> torch.memory_format:

@@ -167,13 +167,6 @@ def select_items(
     return chosen[rank::world]
 
 
-def _device_for(name: str, world: int, local_rank: int) -> torch.device:
-    """The device for this process: under torchrun, 'auto' and 'cuda' mean cuda:LOCAL_RANK."""
-    if world > 1 and name in ("auto", "cuda") and torch.cuda.is_available():
-        name = f"cuda:{local_rank % torch.cuda.device_count()}"
-    return pick_device(name)
-
-
 def _start_group(world: int) -> bool:
     """Start a gloo process group for the final barrier; False (and one line on stderr) if it cannot start."""
     if world < 2:
@@ -738,7 +731,7 @@ def run_folder(
         items = items[:limit]
     rank, world, local_rank = torchrun_world()
     mine = select_items(items, part=part, rank=rank, world=world)
-    dev = _device_for(device, world, local_rank)
+    dev = pick_device(device, world, local_rank)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
