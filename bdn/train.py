@@ -76,6 +76,7 @@ DEFAULTS: dict = {
         "device": "auto",
         "load_weights": None,
         "recalibrate_batches": 16,
+        "minutes": 0,  # > 0: train for this long (the cosine spans the time, epochs become a cap)
     },
 }
 SEED_MODELS = {"U-net": "unet", "u-net": "unet", "UNet": "unet", "VAE": "vae"}
@@ -168,6 +169,8 @@ def _check_config(config: dict, where: str) -> None:
         raise BdnError(f"{where}: train.epochs must be a positive integer")
     if not train["lr"] > 0:
         raise BdnError(f"{where}: train.lr must be positive")
+    if not isinstance(train["minutes"], (int, float)) or train["minutes"] < 0:
+        raise BdnError(f"{where}: train.minutes must be a number >= 0 (0: train for train.epochs)")
 
 
 # --- data ----------------------------------------------------------------------------------------------
@@ -448,7 +451,8 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=settings["min_lr"])
     rng = np.random.default_rng(settings["seed"])
     rows: list[dict] = []
-    best, epoch = -math.inf, 0
+    best, epoch, spent = -math.inf, 0, 0.0
+    budget = settings["minutes"] * 60.0
     checkpoint = directory / "checkpoint.pt"
     if checkpoint.exists():
         state = _load_checkpoint(checkpoint, config)
@@ -458,8 +462,9 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
         rng.bit_generator.state = json.loads(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         rows, best, epoch = json.loads(state["log"]), float(state["best"]), int(state["epoch"])
+        spent = float(state.get("spent", 0.0))
         schedule.T_max = total  # a changed epoch count stretches the cosine from where it is
-        if epoch >= settings["epochs"]:
+        if epoch >= settings["epochs"] or (budget and spent >= budget):
             print(f"{directory}: already trained for {epoch} epochs (best validation PSNR {best:.2f} dB)")
             return rows[-1]
     elif settings["load_weights"]:  # fine-tuning: start from trained weights of the same model
@@ -468,10 +473,16 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
     atomic_write_text(directory / "pipeline.json", json.dumps(config, indent=2) + "\n")
     batch_size = config["data"]["batch_size"]
     metadata = {"dataset": json.dumps(config["data"]["dataset"]), "noise": json.dumps(config["noise"])}
-    while epoch < settings["epochs"]:
+    while epoch < settings["epochs"] and not (budget and spent >= budget):
         started, losses = time.perf_counter(), []
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{settings['epochs']}", disable=not progress)
         for _ in bar:
+            if budget:  # a timed run: the cosine follows the clock, and the last epoch ends when time is up
+                done = min(1.0, (spent + time.perf_counter() - started) / budget)
+                if done >= 1.0 and losses:
+                    break
+                low = settings["min_lr"]
+                optimizer.param_groups[0]["lr"] = low + 0.5 * (settings["lr"] - low) * (1 + math.cos(math.pi * done))
             noisy, clean = (t.to(device) for t in data.batch(batch_size, rng))
             loss, _ = training_loss(net, net(noisy), clean, config["loss"])
             sparsity = net.sparsity() if settings["sparsity"] and hasattr(net, "sparsity") else None
@@ -480,10 +491,12 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
             total_loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), settings["grad_clip"])
             optimizer.step()
-            schedule.step()
+            if not budget:
+                schedule.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.2e}")
         epoch += 1
+        spent += time.perf_counter() - started
         recalibrate_norms(net, data, settings["recalibrate_batches"], batch_size, settings["seed"] + epoch, device)
         score = validate(net, data.validation, device)
         row = {
@@ -512,6 +525,7 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
             "log": json.dumps(rows),
             "best": best,
             "epoch": epoch,
+            "spent": spent,
         }
         write_checkpoint(checkpoint, state)
     return rows[-1]

@@ -71,16 +71,19 @@ def run_one(
     out: Path,
     init: str | None = None,
     checkpoint_every: int = 50,
+    device: str = "cpu",
 ) -> dict:
     import torch
 
     from bdn.bench import peak_rss_mb
     from bdn.dip.denoise import prepare
+    from bdn.devices import pick_device
     from bdn.dip.fit import fit_dip
     from bdn.metrics import psnr
     from bdn.tensorfile import write_checkpoint
 
     torch.set_num_threads(threads)
+    device = pick_device(device, what="--device")
     noisy, clean = next((noisy, clean) for case, noisy, clean in cases(CROP_IMAGES, FULL_IMAGES) if case == name)
     options = {"init": init} if init else {}
     job = prepare(noisy, iterations=max(iterations, past_stop or 0) if iterations else None, **options)
@@ -91,7 +94,7 @@ def run_one(
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
         resume, stamps = saved["fit"], {int(i): float(s) for i, s in saved["stamps"].tolist()}
         if judge is not None:
-            judge.load_state(saved["judge"], torch.device("cpu"))
+            judge.load_state(saved["judge"], device)
         before = max(stamps.values(), default=0.0)
         print(f"{name}: resuming after iteration {resume['iteration']}", flush=True)
     start = time.perf_counter()
@@ -107,7 +110,7 @@ def run_one(
         job.padded,
         clean,
         job.config,
-        device="cpu",
+        device=device,
         init_state=job.init_state,
         resume_state=resume,
         judge=judge,
@@ -161,13 +164,21 @@ def main() -> None:
     )
     parser.add_argument("--init", help="measure dip(init=...) instead of the default (e.g. polyu_masked)")
     parser.add_argument("--checkpoint-every", type=int, default=50, help="iterations between saved states (0: none)")
+    parser.add_argument("--device", default="cpu", help="cpu (the figures), cuda for iteration counts on a GPU")
     parser.add_argument("--out", type=Path, default=Path("results/dip_default"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.worker:
         row = run_one(
-            args.worker, args.threads, args.past_stop, args.iterations, args.out, args.init, args.checkpoint_every
+            args.worker,
+            args.threads,
+            args.past_stop,
+            args.iterations,
+            args.out,
+            args.init,
+            args.checkpoint_every,
+            args.device,
         )
         (args.out / f"{args.worker}.json").write_text(json.dumps(row, indent=1))
         return
@@ -182,7 +193,7 @@ def main() -> None:
             command += ["--init", args.init]
         if args.past_stop:
             command += ["--past-stop", str(args.past_stop)]
-        command += ["--checkpoint-every", str(args.checkpoint_every)]
+        command += ["--checkpoint-every", str(args.checkpoint_every), "--device", args.device]
         subprocess.run(command, check=True)
         print(json.loads((args.out / f"{name}.json").read_text()), flush=True)
     rows = pd.DataFrame([json.loads((args.out / f"{n}.json").read_text()) for n in names])

@@ -87,6 +87,17 @@ def test_finished_run_says_so(tmp_path, clean_folder, capsys):
     assert "already trained for 1 epochs" in capsys.readouterr().out
 
 
+def test_a_timed_run_stops_when_its_time_is_up(tmp_path, clean_folder, capsys):
+    # 0.0001 minutes is spent by the first step: one epoch cut short, not 50, and then a finished run
+    config = _config(tmp_path, clean_folder, epochs=50, minutes=0.0001)
+    args = ["--model-directory", str(tmp_path / "m"), "--pipeline-config", config, "--no-progress"]
+    assert main(args) == 0
+    log = (tmp_path / "m" / "log.csv").read_text().splitlines()
+    assert len(log) == 2  # header + one epoch
+    assert main(args) == 0
+    assert "already trained" in capsys.readouterr().out
+
+
 def test_a_checkpoint_of_another_config_is_refused(tmp_path, clean_folder, capsys):
     config = _config(tmp_path, clean_folder, epochs=1)
     main(["--model-directory", str(tmp_path / "m"), "--pipeline-config", config, "--no-progress"])
@@ -108,6 +119,7 @@ def test_a_checkpoint_of_another_config_is_refused(tmp_path, clean_folder, capsy
         ({"noise": {"additive": [30, 10]}}, "noise.additive must be"),
         ({"train": {"epochs": 0}}, "train.epochs must be"),
         ({"train": {"speed": 1}}, "train has no key speed"),
+        ({"train": {"minutes": -1}}, "train.minutes must be a number >= 0"),
     ],
 )
 def test_config_errors(given, message):

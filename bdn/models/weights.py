@@ -55,6 +55,23 @@ def load_weights(
     return net.eval(), metadata
 
 
+def halve_weights(source: str | Path, target: str | Path) -> None:
+    """Copy a bdn model file with its floating-point tensors stored as float16, to ship it at half the size.
+
+    Loading needs nothing new: load_state_dict copies into the model's float32 parameters. Tensors that float16
+    cannot hold (counters, values beyond its range) stay as they are."""
+    import torch
+
+    state, metadata = read_tensors(source)
+    if metadata.get("format") != FORMAT:
+        raise BdnError(f"{source}: not a bdn model file (no '{FORMAT}' metadata)")
+    halved = {}
+    for key, tensor in state.items():
+        small = tensor.is_floating_point() and (tensor.numel() == 0 or float(tensor.abs().max()) < 6e4)
+        halved[key] = tensor.half() if small and not key.endswith(("seen", "num_batches_tracked")) else tensor
+    save_tensors(target, halved, {**metadata, "stored": "float16"})
+
+
 def shipped_weights(name: str, channels: int) -> Path:
     """The installed weights for a model name and channel count (`checkpoints/model_<name>_<grey|colour>`)."""
     from bdn.models import get_model_spec
