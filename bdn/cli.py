@@ -88,8 +88,9 @@ def run_download(args: argparse.Namespace) -> int:
 def run_methods(args: argparse.Namespace) -> int:
     from bdn.methods import METHODS
 
+    width = max(len(name) for name in METHODS) + 1
     for method in METHODS.values():
-        print(f"{method.name:18s} {method.family:10s} {method.summary}")
+        print(f"{method.name:{width}s} {method.family:10s} {method.summary}")
     return 0
 
 

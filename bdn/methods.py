@@ -32,10 +32,20 @@ def _shipped_models() -> tuple[Method, ...]:
     shipping a trained model is dropping its file into checkpoints/. Listing the files loads no torch."""
     from bdn.tensorfile import shipped_files
 
-    names = sorted({key.rsplit("_", 1)[0] for key in shipped_files("model_")})
+    kinds: dict[str, list[str]] = {}
+    for key in sorted(shipped_files("model_")):
+        name, kind = key.rsplit("_", 1)
+        kinds.setdefault(name, []).append(kind)
     return tuple(
-        Method(name, "bdn.models.run:denoise_with_model", 8, "model", f"trained model {name}", (("model", name),))
-        for name in names
+        Method(
+            name,
+            "bdn.models.run:denoise_with_model",
+            8,
+            "model",
+            f"trained model ({' and '.join(kinds[name])} weights)",
+            (("model", name),),
+        )
+        for name in sorted(kinds)
     )
 
 

@@ -76,8 +76,8 @@ def run_one(
     import torch
 
     from bdn.bench import peak_rss_mb
-    from bdn.dip.denoise import prepare
     from bdn.devices import pick_device
+    from bdn.dip.denoise import prepare
     from bdn.dip.fit import fit_dip
     from bdn.metrics import psnr
     from bdn.tensorfile import write_checkpoint

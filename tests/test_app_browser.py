@@ -190,7 +190,7 @@ def test_upload_denoise_compare_and_download_in_the_inputs_bit_depth(page, image
     _upload(page, "Clean reference", images["clean"])
     page.get_by_text(re.compile(r"Noisy · PSNR \d+\.\d\d dB, SSIM")).wait_for()
     _choose_method(page, "median")
-    page.get_by_role("button", name="Denoise").click()
+    page.get_by_role("button", name="Denoise", exact=True).click()
     page.get_by_text(re.compile(r"^denoised: median \(")).wait_for()
     figures = page.get_by_text(re.compile(r"Denoised · PSNR \d+\.\d\d dB, SSIM")).inner_text()
     noisy_figures = page.get_by_text(re.compile(r"Noisy · PSNR")).inner_text()
@@ -214,7 +214,7 @@ def test_upload_denoise_compare_and_download_in_the_inputs_bit_depth(page, image
     models = [choice.name for choice in method_choices() if choice.family == "model"]
     if models:  # a shipped model, when one is installed, runs the same way
         _choose_method(page, models[0])
-        page.get_by_role("button", name="Denoise").click()
+        page.get_by_role("button", name="Denoise", exact=True).click()
         page.get_by_text(re.compile(rf"^denoised: {re.escape(models[0])} \(")).wait_for()
         result = cv2.imread(str(_download(page, tmp_path, "model.png")), cv2.IMREAD_UNCHANGED)
         assert result.dtype == np.uint16 and result.shape == (72, 96)
@@ -244,7 +244,7 @@ def test_dip_shows_live_progress_and_can_be_cancelled(page, images):
     # A noise level of 1 (the slider's least) keeps the judge from stopping the fit before Cancel does.
     page.get_by_text("I know the noise level").click()
     page.get_by_test_id("stSlider").filter(has_text="Noise level σ given").get_by_role("slider").press("Home")
-    page.get_by_role("button", name="Denoise").click()
+    page.get_by_role("button", name="Denoise", exact=True).click()
     page.get_by_text(re.compile(r"DIP: iteration [1-9]\d* of 3000")).wait_for()
     page.get_by_role("button", name="Cancel DIP").click()
     note = page.get_by_text(re.compile(r"^DIP cancelled after \d+ iterations")).inner_text()

@@ -148,3 +148,25 @@ def test_weights_errors(tmp_path):
         build_model("resnet_5x5_bn_3x3", 2)
     with pytest.raises(BdnError, match="no shipped weights for gated_resnet_5x5_bn_3x3"):
         load_model("gated_resnet_5x5_bn_3x3", 1)
+
+
+def test_halved_weights_load_as_they_are_and_give_nearly_the_same_output(tmp_path):
+    from bdn.models.weights import halve_weights, save_weights
+
+    torch.manual_seed(0)
+    net = build_model("resnet_5x5_bn_3x3", 1).eval()
+    full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
+    save_weights(full, net, "resnet_5x5_bn_3x3", 1, val_psnr="30.0")
+    halve_weights(full, half)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, info = load_weights(half)
+    assert info["stored"] == "float16" and info["val_psnr"] == "30.0"
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())  # copied into the model's own float32
+    x = torch.rand(1, 1, 40, 40)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), net(x), atol=2e-3)
+    from bdn.tensorfile import save_tensors
+
+    save_tensors(tmp_path / "other.safetensors", {"w": torch.zeros(2)}, {"format": "something"})
+    with pytest.raises(BdnError, match="not a bdn model file"):
+        halve_weights(tmp_path / "other.safetensors", tmp_path / "out.safetensors")

@@ -225,7 +225,11 @@ def test_stop_biqan_scores_the_snapshots_and_writes_its_choice(tmp_path, tiny_na
         ("unmatched", [], "unmatched images: 1 noisy without a clean partner"),
         ("pairs", ["--net_type", "nope"], "unknown DIP net type 'nope'"),
         ("pairs", ["--stop", "nima"], "--stop 'nima': choose one of none, wmv, emv, noise, biqan"),
-        ("pairs", ["--stop", "biqan"], "--stop biqan needs --biqan_model FILE"),
+        (
+            "pairs",
+            ["--stop", "biqan", "--biqan_model", "nope.safetensors"],
+            "nope.safetensors: no such BIQAN checkpoint",
+        ),
         ("pairs", ["--stop", "wmv", "--wmv_window", "1"], "judge wmv: window must be an integer >= 2"),
         ("pairs", ["--stop", "noise", "--noise_factor", "0"], "judge noise: factor must be a number > 0, got 0.0"),
         ("pairs", ["--stop", "noise", "--noise_sigma", "-3"], "judge noise: sigma must be a number > 0, got -3.0"),
@@ -599,3 +603,15 @@ def test_the_script_is_a_thin_front_end(tmp_path):
     assert finished.returncode == 1 and finished.stdout == ""
     lines = finished.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"run_BDN.py: {tmp_path / 'empty'}: no images found")
+
+
+def test_stop_biqan_without_a_model_takes_the_shipped_network():
+    from pathlib import Path
+
+    from bdn.dip.run import _shipped_biqan
+    from biqan.model import load_biqan
+
+    path = Path(_shipped_biqan())
+    assert path.name == "biqan.safetensors"
+    net, info = load_biqan(path)  # the shipped file is a loadable BIQAN checkpoint
+    assert sum(p.numel() for p in net.parameters()) > 1_000_000

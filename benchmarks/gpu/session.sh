@@ -6,12 +6,17 @@
 # Data: .devdata/data (CC, PolyU, Train400, Set12 copied from ../shared/data) and .devdata/dip (the PolyU crops'
 # folders), carried by the device tool. Work goes to /tmp/gpu. Every job is resumable, so a second start goes on.
 # The machine's image lacks PyWavelets (scikit-image's estimate_sigma, so the noise judge, needs it): carry its
-# wheel (device README: .whl) or dip_default.py and the noise rows of biqan_judges.py fail there.
+# wheel in .whl (pip download --only-binary=:all: --python-version 3.12 ... PyWavelets==1.8.0 -d .whl), installed
+# into /tmp/site here, or dip_default.py and the noise rows of biqan_judges.py fail there.
 set -u
 cd "$(dirname "$0")/../.."
 export PYTHONPATH=$PWD BDN_DATA=$PWD/.devdata/data PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MPLBACKEND=Agg
 W=/tmp/gpu
 mkdir -p $W/train $W/logs
+if ls .whl/*.whl > /dev/null 2>&1 && [ ! -d /tmp/site ]; then  # wheels carried for what the image lacks
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+fi
+[ -d /tmp/site ] && export PYTHONPATH=$PYTHONPATH:/tmp/site
 
 train() {  # train NAME...: one background trainer per config in benchmarks/configs/gpu
     for name in "$@"; do
