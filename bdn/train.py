@@ -19,6 +19,10 @@ range, or with some probability multiplicative Gaussian; `dataset` is a bdn set 
 {"noisy": DIR, "clean": DIR}). A deterministic share of the training images (whole PolyU scenes for pairs) is
 held out for validation, scored every epoch at fixed noise levels with a fixed seed.
 
+`train.minutes` > 0 trains for that much training time instead (validation not counted): the cosine schedule follows
+the clock and `train.epochs` is only a cap, which suits a GPU lent for a fixed time (a resumed run goes on with the
+time it has left; such a run is not bit-reproducible, since its step count depends on the machine's speed).
+
 DIR receives `checkpoint.pt` (everything to resume, read with weights_only=True), `last.safetensors` and
 `best.safetensors` (the best validation PSNR so far; bdn.models.weights format), `log.csv`, `curves.png` and the
 config used (`pipeline.json`). Running the same command again resumes from the checkpoint; a finished run says so.
