@@ -47,8 +47,8 @@ start)
         gp3_resnet_5x5_bn_3x3_grey bf_dncnn_grey_0_10 dncnn_grey_0_10
     setsid nohup bash benchmarks/gpu/dip_pipeline.sh > $W/logs/dip_pipeline.txt 2>&1 &
     ;;
-colour)
-    train bf_dncnn_colour resnet_5x5_bn_3x3_colour sparse_resnet_5x5_bn_3x3_colour sparse_resnet_4x5_bn_3x3_colour \
+colour)  # bf_dncnn_colour.json waits for a lease of its own: DnCNN-sized runs need more than a shared GPU gives
+    train resnet_5x5_bn_3x3_colour sparse_resnet_5x5_bn_3x3_colour sparse_resnet_4x5_bn_3x3_colour \
         gp3_resnet_5x5_bn_3x3_colour autoencoder_colour rednet_colour mwcnn_colour pridnet_colour \
         pixelshuffle_unet_colour unet_colour vae_colour
     ;;
