@@ -13,21 +13,21 @@ from skimage import data
 from bdn.errors import BdnError
 
 
-def png_bytes(pixels: np.ndarray) -> bytes:
-    """PNG bytes through OpenCV, which keeps 16-bit samples (pixels in RGB or grey)."""
+def encoded(pixels: np.ndarray, suffix: str) -> bytes:
+    """File bytes through OpenCV, which keeps 16-bit samples (pixels in RGB or grey)."""
     if pixels.ndim == 3:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-    ok, buffer = cv2.imencode(".png", pixels)
+    ok, buffer = cv2.imencode(suffix, pixels)
     assert ok
     return buffer.tobytes()
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    return encoded(pixels, ".png")
 
 
 def tiff_bytes(pixels: np.ndarray) -> bytes:
-    if pixels.ndim == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-    ok, buffer = cv2.imencode(".tif", pixels)
-    assert ok
-    return buffer.tobytes()
+    return encoded(pixels, ".tif")
 
 
 def decoded_pixels(payload: bytes) -> np.ndarray:
