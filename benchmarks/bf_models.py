@@ -18,8 +18,8 @@ Tables (each <out>/<name>.csv and .md, all of them in <out>/summary.md with the 
   colour channel alone, and bdn's colour models.
 - speed: parameters, FLOPs per pixel (2 x the multiply-adds of every Conv2d/Linear, counted by hooks on a 64x64
   input), median seconds of 3 for one 512x512 image after a warm-up at --threads, and peak resident memory, each
-  model timed in its own process; the official model also with batch norm folded into its convolutions and
-  channels_last memory.
+  model timed in its own process, in each form (time_model): the official model as loaded, folded
+  (bdn.models.fast.fast_form) and under onnxruntime; bdn's models folded (what bdn runs) and under onnxruntime.
 Every (table, model, dataset, sigma) result is cached in <out>/cache.json as soon as it is measured, so a run that is
 stopped and started again skips what is done (`--fresh` redoes all). `--limit N` takes the first N images of each
 set; <out>/per_image.csv keeps every image's PSNR.
@@ -28,7 +28,6 @@ set; <out>/per_image.csv keeps every image's PSNR.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import os
@@ -68,6 +67,7 @@ PUBLISHED_GENERALISATION = {
     ("bias_0-10", 50.0): 15.15,
 }
 SPEED_SIZE = 512
+FORMS = ("eager", "torch", "onnxruntime")  # see time_model
 FLOP_SIZE = 64
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -194,68 +194,6 @@ def apply_net(net, image: np.ndarray, channels: int) -> np.ndarray:
 # --- batch norm folding, FLOPs, timing -------------------------------------------------------------------------
 
 
-def _fold_pair(conv, norm):
-    """One Conv2d equal (in eval mode) to `conv` followed by `norm`: the norm's per-channel scale goes into the
-    weights and its shift into the bias. A bias-free norm has no shift, so a bias-free conv stays bias-free."""
-    import torch
-    from torch import nn
-
-    from bdn.models.layers import BiasFreeBatchNorm2d
-
-    with torch.no_grad():
-        if isinstance(norm, BiasFreeBatchNorm2d):
-            scale, shift = norm.weight / (norm.running_var.sqrt() + norm.eps), None
-        elif isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats:
-            weight = norm.weight if norm.affine else torch.ones_like(norm.running_var)
-            scale = weight / (norm.running_var + norm.eps).sqrt()
-            shift = -norm.running_mean * scale + (norm.bias if norm.affine else 0.0)
-        else:
-            raise ValueError(f"cannot fold {type(norm).__name__} into a convolution")
-        bias = conv.bias * scale if conv.bias is not None else None
-        if shift is not None:
-            bias = shift if bias is None else bias + shift
-        fused = nn.Conv2d(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
-            groups=conv.groups,
-            bias=bias is not None,
-            padding_mode=conv.padding_mode,
-        )
-        fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-        if bias is not None:
-            fused.bias.copy_(bias)
-    return fused
-
-
-def fold_batchnorm(net):
-    """A copy of `net` (eval mode) with every batch norm that directly follows a convolution folded into it.
-
-    DnCNN's conv + norm pairs all fold; in bdn's resnets the norm after a block's first convolution folds, while
-    the pre-activation norms (applied to a sum, not to a convolution's output) stay. The copy computes the same
-    function in eval mode (to float rounding) with fewer passes over memory: the issue counts it as fair.
-    """
-    from torch import nn
-
-    from bdn.models.dncnn import DnCNN
-    from bdn.models.resnet import PlainBlock, SparseBlock
-
-    folded = copy.deepcopy(net).eval()
-    for module in folded.modules():
-        if isinstance(module, DnCNN):
-            for i, (conv, norm) in enumerate(zip(module.hidden_layer_list, module.bn_layer_list, strict=True)):
-                module.hidden_layer_list[i] = _fold_pair(conv, norm)
-                module.bn_layer_list[i] = nn.Identity()
-        elif isinstance(module, PlainBlock):  # GatedBlock too: conv1 then norm2
-            module.conv1, module.norm2 = _fold_pair(module.conv1, module.norm2), nn.Identity()
-        elif isinstance(module, SparseBlock):
-            module.conv, module.norm = _fold_pair(module.conv, module.norm), nn.Identity()
-    return folded
-
-
 def _speed_image(channels: int, size: int) -> np.ndarray:
     """A noisy natural image (size, size, channels) float32 shipped with scikit-image: camera (grey) or astronaut."""
     from skimage import data
@@ -298,34 +236,33 @@ def parameter_count(net) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def time_model(source: str, anchors: str | Path, threads: int, fold: bool, size: int = SPEED_SIZE) -> dict:
-    """Seconds for one size x size image (median of 3 after a warm-up) and peak memory: run in a fresh process."""
+def time_model(source: str, anchors: str | Path, threads: int, form: str, size: int = SPEED_SIZE) -> dict:
+    """Seconds for one size x size image (median of 3 after a warm-up) and peak memory: run in a fresh process.
+
+    `form`: 'eager' (the model as loaded), 'torch' (bdn.models.fast.fast_form: norms folded, channels-last:
+    what `bdn denoise` runs) or 'onnxruntime' (bdn.models.fast.onnx_form; recording the file is not timed)."""
     import torch
 
+    from bdn.models.fast import inference_form, largest_difference
+
     torch.set_num_threads(threads)
-    net = load_net(source, anchors)
+    net = load_net(source, anchors).eval()
     channels = getattr(net, "channels", 1) or 1
     x = torch.from_numpy(_speed_image(channels, size)).permute(2, 0, 1)[None].contiguous()
-    max_diff = 0.0
-    if fold:
-        plain = net
-        net = fold_batchnorm(net).to(memory_format=torch.channels_last)
-        with torch.inference_mode():  # the folded module must be the same function: checked on a small crop
-            crop = x[..., :64, :64]
-            max_diff = float((plain(crop) - net(crop.contiguous(memory_format=torch.channels_last))).abs().max())
-        x = x.contiguous(memory_format=torch.channels_last)
+    run = net if form == "eager" else inference_form(net, channels, form)
+    max_diff = largest_difference(run, net, channels)
     loaded_mb = peak_rss_mb()
     seconds = []
     with torch.inference_mode():
         for _ in range(4):
             start = time.perf_counter()
-            net(x)
+            run(x)
             seconds.append(time.perf_counter() - start)
     return {
         "seconds": float(np.median(seconds[1:])),
         "peak_mb": peak_rss_mb(),
         "loaded_mb": loaded_mb,
-        "fold_max_diff": max_diff,
+        "max_diff": max_diff,
     }
 
 
@@ -493,7 +430,7 @@ def speed_table(rows: Sequence[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     frame["mflops_per_pixel"] = frame.flops_per_pixel / 1e6
     columns = ["model", "channels", "parameters", "mflops_per_pixel", "size", "seconds", "peak_mb", "loaded_mb"]
-    return frame[[*columns, "threads", "fold_max_diff"]]
+    return frame[[*columns, "threads", "max_diff"]]
 
 
 def run_notes(tables: dict[str, pd.DataFrame], counts: dict[str, int], size: int) -> list[str]:
@@ -522,7 +459,10 @@ def run_notes(tables: dict[str, pd.DataFrame], counts: dict[str, int], size: int
             f"Speed: one {size}x{size} image with the model's channels (scikit-image's camera or astronaut plus "
             "noise), median of 3 runs after a warm-up under torch.inference_mode, each model in a fresh process; "
             "peak_mb is that process's peak resident memory (VmHWM), loaded_mb the same before the first image; "
-            "fold_max_diff the largest output difference of the folded module on a 64x64 crop. FLOPs: 2 x the "
+            "max_diff the largest output difference of the form timed from the model as loaded, on a 45x38 "
+            "random input. Forms: eager = the model as loaded; torch = bdn.models.fast.fast_form (batch norms "
+            "folded into the convolutions, channels-last: what bdn runs by default); onnxruntime = "
+            "bdn.models.fast.onnx_form (bdn denoise's engine 'onnxruntime'). FLOPs: 2 x the "
             f"multiply-adds of Conv2d and Linear layers on a {FLOP_SIZE}x{FLOP_SIZE} input, per pixel. Parameters "
             "count nn.Parameters: the official files also store an unused bias per batch norm (1,152 more: the "
             "published 667,008)."
@@ -566,26 +506,38 @@ def write_outputs(out: Path, tables: dict[str, pd.DataFrame], notes: Sequence[st
 def speed_rows(
     cache: Cache, entries: Sequence[Entry], anchors: Path, threads: int, size: int = SPEED_SIZE
 ) -> list[dict]:
-    """Parameters and FLOPs here; seconds and memory from a fresh worker process per (model, folded)."""
-    # The official model (first) also folded into its convolutions: its fastest fair form.
-    jobs = [(entries[0], False), (entries[0], True)] + [(entry, False) for entry in entries[1:]]
+    """Parameters and FLOPs here; seconds and memory from a fresh worker process per (model, form).
+
+    The official model (first) runs in every form: as loaded, and its fastest fair forms; bdn's models in the
+    forms bdn runs them in (torch by default, onnxruntime on request). A form that fails (an exporter that cannot
+    record a model) gets a row with no seconds and the reason."""
+    jobs = [(entries[0], form) for form in FORMS] + [(entry, form) for entry in entries[1:] for form in FORMS[1:]]
     env = dict(os.environ, **dict.fromkeys(THREAD_VARIABLES, str(threads)))
     rows = []
-    for entry, fold in jobs:
-        label = entry.label + (" (BN folded, channels_last)" if fold else "")
+    for entry, form in jobs:
+        label = f"{entry.label} [{form}]"
         key = f"speed|{label}|{entry.digest}|{size}|{threads}"
 
-        def work(entry=entry, fold=fold, label=label) -> dict:
+        def work(entry=entry, form=form, label=label) -> dict:
             print(f"speed: {label} ...", flush=True)
             net = load_net(entry.source, anchors)
             command = [sys.executable, __file__, "--worker-speed", entry.source, "--threads", str(threads)]
-            command += ["--anchors", str(anchors), "--speed-size", str(size)] + (["--fold"] if fold else [])
+            command += ["--anchors", str(anchors), "--speed-size", str(size), "--form", form]
             output = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            row = {"channels": entry.channels, "parameters": parameter_count(net)}
+            row["flops_per_pixel"] = flops_per_pixel(net, entry.channels)
             if output.returncode:
-                raise BdnError(f"speed worker for {label} failed: {output.stderr.strip().splitlines()[-1:]}")
-            timing = json.loads(output.stdout.strip().splitlines()[-1])
-            flops = flops_per_pixel(net, entry.channels)
-            return {"channels": entry.channels, "parameters": parameter_count(net), "flops_per_pixel": flops, **timing}
+                reason = (output.stderr.strip().splitlines() or ["no message"])[-1]
+                print(f"  {label}: failed: {reason}", flush=True)
+                return {
+                    **row,
+                    "seconds": float("nan"),
+                    "peak_mb": float("nan"),
+                    "loaded_mb": float("nan"),
+                    "max_diff": float("nan"),
+                    "failed": reason[:200],
+                }
+            return {**row, **json.loads(output.stdout.strip().splitlines()[-1])}
 
         row = cache.get_or_measure(key, work, model=label, size=size, threads=threads)
         print(f"  {label:50s} {row['seconds']:.2f} s, {row['peak_mb']:.0f} MB", flush=True)
@@ -610,7 +562,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("results/bf_models"))
     parser.add_argument("--fresh", action="store_true", help="ignore cached results and measure everything again")
     parser.add_argument("--worker-speed", help=argparse.SUPPRESS)
-    parser.add_argument("--fold", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--form", choices=FORMS, default="eager", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
@@ -737,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker_speed:
         print(
             json.dumps(
-                time_model(args.worker_speed, anchor_folder(args.anchors), args.threads, args.fold, args.speed_size)
+                time_model(args.worker_speed, anchor_folder(args.anchors), args.threads, args.form, args.speed_size)
             )
         )
         return 0

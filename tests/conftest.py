@@ -49,3 +49,39 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _randomise_norms(net, low: float = 0.5):
+    """`net` in eval mode with trained-looking norms and biases (fresh ones are the identity, which would hide
+    folding mistakes): norm scales from [low, 1.5], variances from [0.2, 3], biased norms' means and shifts and every
+    conv bias small; a conv that starts at zero (a resnet's head) gets small weights. Seeded: the same every call."""
+    import torch
+    from torch import nn
+
+    from bdn.models.layers import BiasFreeBatchNorm2d
+
+    generator = torch.Generator().manual_seed(0)
+
+    def uniform(tensor, a, b):
+        tensor.copy_(a + (b - a) * torch.rand(tensor.shape, generator=generator))
+
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, BiasFreeBatchNorm2d | nn.BatchNorm2d):
+                uniform(module.weight, low, 1.5)
+                uniform(module.running_var, 0.2, 3.0)
+            if isinstance(module, nn.BatchNorm2d):
+                uniform(module.running_mean, -0.3, 0.3)
+                uniform(module.bias, -0.2, 0.2)
+            if isinstance(module, nn.Conv2d):
+                if not module.weight.any():
+                    uniform(module.weight, -0.1, 0.1)
+                if module.bias is not None:
+                    uniform(module.bias, -0.1, 0.1)
+    return net.eval()
+
+
+@pytest.fixture
+def randomise_norms():
+    """The function _randomise_norms (a fixture, so test modules share it without importing conftest)."""
+    return _randomise_norms

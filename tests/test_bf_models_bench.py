@@ -1,4 +1,4 @@
-"""benchmarks/bf_models.py on tiny synthetic inputs: batch norm folding, the FLOP counter, the quality loop, the
+"""benchmarks/bf_models.py on tiny synthetic inputs: the FLOP counter, the quality loop, the
 cache, the anchor check and the official-weights loader. No datasets and no official files are needed."""
 
 import importlib.util
@@ -25,66 +25,6 @@ def bench(torch_one_thread):
     spec.loader.exec_module(module)
     yield module
     del sys.modules[spec.name]
-
-
-def _randomise(net: nn.Module) -> nn.Module:
-    """Trained-looking norms and biases (fresh ones are the identity, which would hide folding mistakes)."""
-    from bdn.models.layers import BiasFreeBatchNorm2d
-
-    generator = torch.Generator().manual_seed(0)
-
-    def uniform(tensor, low, high):
-        tensor.copy_(low + (high - low) * torch.rand(tensor.shape, generator=generator))
-
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, BiasFreeBatchNorm2d | nn.BatchNorm2d):
-                uniform(module.weight, 0.5, 1.5)
-                uniform(module.running_var, 0.2, 3.0)
-            if isinstance(module, nn.BatchNorm2d):
-                uniform(module.running_mean, -0.3, 0.3)
-                uniform(module.bias, -0.2, 0.2)
-            if isinstance(module, nn.Conv2d):
-                if not module.weight.any():  # a resnet's head starts at zero; other weights keep their init
-                    uniform(module.weight, -0.1, 0.1)
-                if module.bias is not None:
-                    uniform(module.bias, -0.1, 0.1)
-    return net.eval()
-
-
-@pytest.mark.parametrize("bias_free", [True, False])
-def test_fold_batchnorm_dncnn_same_function(bench, bias_free):
-    from bdn.models.dncnn import DnCNN
-    from bdn.models.layers import BiasFreeBatchNorm2d
-
-    torch.manual_seed(0)  # the convolutions' own initialisation too: the check below must not hang on test order
-    net = _randomise(DnCNN(1, depth=5, features=8, bias_free=bias_free))
-    folded = bench.fold_batchnorm(net)
-    x = torch.rand(2, 1, 20, 20, generator=torch.Generator().manual_seed(1))
-    with torch.inference_mode():
-        expected, got = net(x), folded(x)
-        last = folded.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
-    assert float((expected - got).abs().max()) < 1e-5
-    assert float((expected - last).abs().max()) < 1e-5
-    assert float((expected - x).abs().max()) > 1e-2  # the net does something, so the check means something
-    assert not any(isinstance(m, BiasFreeBatchNorm2d | nn.BatchNorm2d) for m in folded.modules())
-    assert any(isinstance(m, BiasFreeBatchNorm2d | nn.BatchNorm2d) for m in net.modules())  # the original kept
-    convs = [m for m in folded.modules() if isinstance(m, nn.Conv2d)]
-    assert all((m.bias is None) == bias_free for m in convs)  # a bias-free net stays bias-free
-
-
-@pytest.mark.parametrize(
-    "name", ["resnet_5x5_bn_3x3_biased", "lp3_sparse_resnet_4x5_bn_3x3", "gated_resnet_5x5_bn_3x3"]
-)
-def test_fold_batchnorm_resnets_same_function(bench, name):
-    from bdn.models import build_model
-
-    net = _randomise(build_model(name, 1))
-    folded = bench.fold_batchnorm(net)
-    x = torch.rand(1, 1, 24, 24, generator=torch.Generator().manual_seed(2))
-    with torch.inference_mode():
-        assert float((net(x) - folded(x)).abs().max()) < 1e-5
-    assert sum(isinstance(m, nn.Identity) for m in folded.modules()) >= 4  # one folded norm per block
 
 
 def test_flops_per_pixel(bench):
@@ -162,7 +102,7 @@ def test_tables_and_anchor_warning(bench):
     assert table.loc[0, "Set12 25"] == 31.0 and np.isnan(table.loc[0, "Set12 15"])
 
 
-def test_anchor_loader(bench, tmp_path, monkeypatch):
+def test_anchor_loader(randomise_norms, bench, tmp_path, monkeypatch):
     from bdn.models import build_model
     from bdn.tensorfile import save_tensors
 
@@ -174,7 +114,7 @@ def test_anchor_loader(bench, tmp_path, monkeypatch):
     with pytest.raises(BdnError, match="bias_free_0-55.safetensors: official weights file missing"):
         bench.load_anchor("bias_free_0-55", tmp_path)
     # An official-style file: the bias-free norms also store a mean and a bias that the official code never uses.
-    state = _randomise(build_model("bf_dncnn", 1)).state_dict()
+    state = randomise_norms(build_model("bf_dncnn", 1)).state_dict()
     extra = {}
     for key in state:
         if key.startswith("bn_layer_list.") and key.endswith(".weight"):

@@ -45,23 +45,34 @@ def receptive_reach(net) -> tuple[int, int]:
 
 
 def denoise_with_model(
-    image: np.ndarray, sigma: float | None = None, *, model: str, weights: str | None = None, tile: int = TILE
+    image: np.ndarray,
+    sigma: float | None = None,
+    *,
+    model: str,
+    weights: str | None = None,
+    tile: int = TILE,
+    engine: str = "torch",
 ) -> np.ndarray:
-    """Denoise a float image in [0, 1] with a trained model (blind: `sigma` is not used)."""
+    """Denoise a float image in [0, 1] with a trained model (blind: `sigma` is not used).
+
+    `engine`: 'torch' runs the model with its batch norms folded (bdn.models.fast.fast_form), 'onnxruntime'
+    through onnxruntime (faster on CPUs; the first call records an ONNX file into the cache folder)."""
     import torch
 
+    from bdn.models.fast import inference_form
     from bdn.models.tiles import tiled
 
     channels = 1 if image.ndim == 2 else 3
     net, takes = _net_for(model, channels, weights)
     overlap, align = receptive_reach(net)
+    run = inference_form(net, takes, engine)
     if image.ndim == 2:
         planes = image[None, None] if takes == 1 else np.repeat(image[None, None], 3, axis=1)
     else:
         planes = image.transpose(2, 0, 1)[:, None] if takes == 1 else image.transpose(2, 0, 1)[None]
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))
-        out = torch.cat([tiled(net, x[k : k + 1], tile, overlap, align) for k in range(x.shape[0])]).numpy()
+        out = torch.cat([tiled(run, x[k : k + 1], tile, overlap, align) for k in range(x.shape[0])]).numpy()
     if image.ndim == 2:
         result = out[0, 0] if takes == 1 else out[0].mean(axis=0)
     else:
