@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
 # The DIP side of session.sh (issues 3 and 4), on one GPU, in parallel processes:
+#   dip_pipeline.sh all      # 1-4 below, then BIQAN trained on 1 and judged on 2 and 3
+#   dip_pipeline.sh judges   # 2-4 only, judged with the shipped checkpoints/biqan.safetensors (no training)
 # 1. run_BDN over 35 PolyU-train crops (256x256, 2,000 iterations, a snapshot every 25) -> BIQAN's training data;
 # 2. run_BDN over all 15 CC images, full 512x512, 3,000 iterations, a snapshot every 20 (the judges' test set);
 # 3. run_BDN over 15 PolyU held-out crops, as in 1 (the held-out table);
 # 4. benchmarks/dip_default.py (bdn's default DIP on issue 3's cases, run on past its stop to 3,000);
-# then generator_dataset.py + train_BIQAN.py on 1, and benchmarks/biqan_judges.py + test_BIQAN.py on 2 and 3.
+# then benchmarks/biqan_judges.py + test_BIQAN.py on 2 and 3, ON the device: the snapshots (1.3 GB for CC) cannot
+# come back, their tables can.
 set -u
+MODE=${1:-all}
+if [ "$MODE" != all ] && [ "$MODE" != judges ]; then
+    echo "usage: dip_pipeline.sh all|judges" >&2
+    exit 2
+fi
 W=/tmp/gpu
 COMMON="--stop none --device cuda --threads 1 --no-progress --checkpoint_iter 500"
 D=.devdata/dip
 C=$BDN_DATA/CC
-for k in 1 2 3; do
-    python3 run_BDN.py --dataset_real_path $D/polyu_train/real --dataset_mean_path $D/polyu_train/mean \
-        --output_path $W/run_polyu_train --crop 256 --num_iter 2000 --save_iter 25 $COMMON \
-        --is_split_dataset --dataset_part_id $k --dataset_parts 3 > $W/logs/dip_polyu_train_$k.txt 2>&1 &
-    train_pids="${train_pids:-} $!"
-done
+BIQAN=checkpoints/biqan.safetensors
+if [ "$MODE" = all ]; then
+    for k in 1 2 3; do
+        python3 run_BDN.py --dataset_real_path $D/polyu_train/real --dataset_mean_path $D/polyu_train/mean \
+            --output_path $W/run_polyu_train --crop 256 --num_iter 2000 --save_iter 25 $COMMON \
+            --is_split_dataset --dataset_part_id $k --dataset_parts 3 > $W/logs/dip_polyu_train_$k.txt 2>&1 &
+        train_pids="${train_pids:-} $!"
+    done
+fi
 for k in 1 2 3 4; do
     python3 run_BDN.py --dataset_real_path $C/real --dataset_mean_path $C/mean --output_path $W/run_cc \
         --num_iter 3000 --save_iter 20 $COMMON \
@@ -25,14 +36,17 @@ python3 run_BDN.py --dataset_real_path $D/polyu_heldout/real --dataset_mean_path
     --output_path $W/run_polyu_heldout --crop 256 --num_iter 2000 --save_iter 25 $COMMON > $W/logs/dip_polyu_heldout.txt 2>&1 &
 python3 benchmarks/dip_default.py --device cuda --threads 1 --past-stop 3000 --checkpoint-every 0 \
     --out $W/dip_default > $W/logs/dip_default.txt 2>&1 &
-wait $train_pids
-python3 generator_dataset.py --run_path $W/run_polyu_train --output_path $W/scores_polyu_train.txt
-python3 train_BIQAN.py --score_path $W/scores_polyu_train.txt --output_path $W/biqan --device cuda --workers 4 \
-    --batch_size 64 --epochs 40 --no_progress > $W/logs/biqan_train.txt 2>&1
+if [ "$MODE" = all ]; then
+    wait $train_pids
+    python3 generator_dataset.py --run_path $W/run_polyu_train --output_path $W/scores_polyu_train.txt
+    python3 train_BIQAN.py --score_path $W/scores_polyu_train.txt --output_path $W/biqan --device cuda --workers 4 \
+        --batch_size 64 --epochs 40 --no_progress > $W/logs/biqan_train.txt 2>&1
+    BIQAN=$W/biqan/best.safetensors
+fi
 wait
-python3 benchmarks/biqan_judges.py --runs CC=$W/run_cc PolyU=$W/run_polyu_heldout --biqan $W/biqan/best.safetensors \
+python3 benchmarks/biqan_judges.py --runs CC=$W/run_cc PolyU=$W/run_polyu_heldout --biqan $BIQAN \
     --noisy CC=$C/real PolyU=$D/polyu_heldout/real --clean CC=$C/mean PolyU=$D/polyu_heldout/mean --classical nlm \
     --device cuda --out $W/biqan_judges > $W/logs/biqan_judges.txt 2>&1
-python3 test_BIQAN.py --run_path $W/run_cc --model_path $W/biqan/best.safetensors \
+python3 test_BIQAN.py --run_path $W/run_cc --model_path $BIQAN \
     --output_path $W/test_biqan_cc --device cuda > $W/logs/test_biqan_cc.txt 2>&1
 echo pipeline done

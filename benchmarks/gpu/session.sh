@@ -2,6 +2,8 @@
 # One lent GPU machine, about 25 minutes: every heavy job of issues 3, 4, 5 and 7 at once, packed for the way back.
 #   bash benchmarks/gpu/session.sh start    # grey trainings + the DIP pipeline (dip_pipeline.sh), in the background
 #   bash benchmarks/gpu/session.sh colour   # the colour trainings (PolyU-train pairs), in the background
+#   bash benchmarks/gpu/session.sh judges   # only issues 3 and 4's DIP runs and tables, the GPU to themselves
+#                                           # (dip_pipeline.sh judges: the shipped BIQAN, no training)
 #   bash benchmarks/gpu/session.sh wait N   # wait up to N seconds for everything, then pack what is done into $OUT
 # Data: .devdata/data (CC, PolyU, Train400, Set12 copied from ../shared/data) and .devdata/dip (the PolyU crops'
 # folders), carried by the device tool. Work goes to /tmp/gpu. Every job is resumable, so a second start goes on.
@@ -45,7 +47,10 @@ case "${1:-}" in
 start)
     train bf_dncnn_grey resnet_5x5_bn_3x3_grey sparse_resnet_5x5_bn_3x3_grey sparse_resnet_4x5_bn_3x3_grey \
         gp3_resnet_5x5_bn_3x3_grey bf_dncnn_grey_0_10 dncnn_grey_0_10
-    setsid nohup bash benchmarks/gpu/dip_pipeline.sh > $W/logs/dip_pipeline.txt 2>&1 &
+    setsid nohup bash benchmarks/gpu/dip_pipeline.sh all > $W/logs/dip_pipeline.txt 2>&1 &
+    ;;
+judges)
+    setsid nohup bash benchmarks/gpu/dip_pipeline.sh judges > $W/logs/dip_pipeline.txt 2>&1 &
     ;;
 colour)  # bf_dncnn_colour.json waits for a lease of its own: DnCNN-sized runs need more than a shared GPU gives
     train resnet_5x5_bn_3x3_colour sparse_resnet_5x5_bn_3x3_colour sparse_resnet_4x5_bn_3x3_colour \
@@ -58,7 +63,7 @@ wait)
     pack
     ;;
 *)
-    echo "usage: session.sh start|colour|wait SECONDS" >&2
+    echo "usage: session.sh start|colour|judges|wait SECONDS" >&2
     exit 2
     ;;
 esac
