@@ -69,6 +69,31 @@ def test_dip_grey_and_unknown_parameter(torch_one_thread):
         bdn.denoise(noisy, "dip", iters=5)
 
 
+def test_dip_time_budget_ends_the_fit(torch_one_thread, monkeypatch):
+    import bdn.dip.fit as fit
+
+    seen = []
+    real_fit = fit.fit_dip
+
+    def spy(*args, **kwargs):
+        result = real_fit(*args, **kwargs)
+        seen.append(result)
+        return result
+
+    monkeypatch.setattr(fit, "fit_dip", spy)
+    _, noisy = _noisy_crop((64, 64))
+    options = dict(iterations=200, init="none", net_type="skip_light", sigma=1.0)  # a judge that fires late
+    out = bdn.denoise(noisy, "dip", minutes=1e-9, **options)
+    assert out.shape == noisy.shape
+    assert seen[-1].iterations == 1 and seen[-1].stopped_early  # the first iteration is past the budget
+    np.testing.assert_array_equal(out, seen[-1].ema[:64, :64])  # no choice made yet: the EMA output then
+    bdn.denoise(noisy, "dip", minutes=10, **{**options, "iterations": 3})
+    assert seen[-1].iterations == 3  # a budget not reached changes nothing
+    for bad in (0, -1.0, "5", True):
+        with pytest.raises(BdnError, match="minutes must be a number > 0"):
+            bdn.denoise(noisy, "dip", minutes=bad, **options)
+
+
 def test_cli_denoise_with_dip(tmp_path, torch_one_thread, capsys):
     _, noisy = _noisy_crop((48, 48, 3))
     write_image(tmp_path / "in.png", noisy)
