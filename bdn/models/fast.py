@@ -82,7 +82,8 @@ def fold_after(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
 
 def fold_before_relu(norm: nn.Module, conv: nn.Conv2d) -> nn.Conv2d | None:
     """A Conv2d equal to conv(relu(norm(x))) without the norm, or None where that is not exact: only a bias-free
-    norm with every scale positive commutes with the ReLU, and a grouped convolution mixes no channels to carry it."""
+    norm with every scale positive commutes with the ReLU (grouped convolutions, whose weights see a group's input
+    channels only, are left alone)."""
     found = _norm_scale(norm)
     if found is None or found[1] is not None or conv.groups != 1:
         return None
