@@ -156,6 +156,17 @@ def test_onnx_form_refuses_a_wrong_file(tmp_path, randomise_norms):
         fast.onnx_form(net, 1, cache=tmp_path)
 
 
+def test_onnx_form_unwritable_cache(tmp_path, randomise_norms):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from bdn.models import build_model
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(BdnError, match=r"file/bdn: cannot keep the ONNX file there .*set BDN_CACHE"):
+        fast.onnx_form(randomise_norms(build_model("resnet_5x5_bn_3x3", 1)), 1, cache=blocker / "bdn")
+
+
 def test_unknown_engine():
     with pytest.raises(BdnError, match="unknown engine 'tvm': choose one of torch, onnxruntime"):
         fast.inference_form(nn.Identity(), 1, "tvm")

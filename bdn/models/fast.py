@@ -189,11 +189,16 @@ def _onnx_file(net: nn.Module, channels: int, folder: Path) -> Path:
     path = folder / f"{weights_digest(net)}_{channels}.onnx"
     if path.is_file():
         return path
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as staging:
-        part = Path(staging) / path.name
-        record_onnx(fold_norms(net), channels, part, DEFAULT_OPSET)
-        os.replace(part, path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as staging:
+            part = Path(staging) / path.name
+            record_onnx(fold_norms(net), channels, part, DEFAULT_OPSET)
+            os.replace(part, path)
+    except OSError as error:
+        raise BdnError(
+            f"{folder}: cannot keep the ONNX file there ({error.strerror}); set {CACHE_ENV} to a writable folder"
+        ) from None
     return path
 
 
