@@ -191,7 +191,7 @@ def apply_net(net, image: np.ndarray, channels: int) -> np.ndarray:
     return out[:, 0].transpose(1, 2, 0) if channels == 1 else out[0].transpose(1, 2, 0)
 
 
-# --- batch norm folding, FLOPs, timing -------------------------------------------------------------------------
+# --- FLOPs, timing (the folded forms timed here live in bdn.models.fast) -----------------------------------------
 
 
 def _speed_image(channels: int, size: int) -> np.ndarray:

@@ -60,7 +60,6 @@ def halve_weights(source: str | Path, target: str | Path) -> None:
 
     Loading needs nothing new: load_state_dict copies into the model's float32 parameters. Tensors that float16
     cannot hold (counters, values beyond its range) stay as they are."""
-
     state, metadata = read_tensors(source)
     if metadata.get("format") != FORMAT:
         raise BdnError(f"{source}: not a bdn model file (no '{FORMAT}' metadata)")
