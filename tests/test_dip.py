@@ -336,6 +336,29 @@ def test_wmv_running_variance_equals_brute_force(rng):
     assert batched.choice() == judge.choice()
 
 
+def test_wmv_stride_watches_only_multiples_and_equals_the_replay_of_those(rng):
+    images = approach_then_diverge(turn=300, count=900, rng=rng)
+    strided = WMVJudge(window=3, patience=6, stride=20, source="ema")
+    replay = WMVJudge(window=3, patience=6)  # an offline replay of snapshots saved every 20 iterations
+    stops = {}
+    for iteration, image in enumerate(images, start=1):
+        if "strided" not in stops and strided.update(iteration, image):
+            stops["strided"] = iteration
+        if iteration % 20 == 0 and "replay" not in stops and replay.update(iteration, image):
+            stops["replay"] = iteration
+    assert strided.source == "ema" and WMVJudge().source == "raw"
+    assert strided.variances == replay.variances and all(i % 20 == 0 for i, _ in strided.variances)
+    assert strided.choice() == replay.choice() and stops["strided"] == stops["replay"]
+    assert 280 <= strided.choice() <= 380
+
+
+def test_wmv_bad_source_and_stride_are_one_line(rng):
+    with pytest.raises(BdnError, match="source must be 'raw' or 'ema'"):
+        WMVJudge(source="mean")
+    with pytest.raises(BdnError, match="stride"):
+        WMVJudge(stride=0)
+
+
 def test_wmv_batched_reads_stop_a_little_late_but_choose_the_same(rng):
     images = approach_then_diverge(turn=40, count=150, rng=rng)
     stops = {}

@@ -195,6 +195,21 @@ def test_stop_wmv_ends_the_fit_and_writes_its_choice(tmp_path, tiny_name):
     assert max(int(p.stem) for p in (out / "a").glob("0*.png")) <= done["iterations"]
 
 
+def test_stop_wmv_strided_on_the_ema_watches_the_snapshots(tmp_path, tiny_name):
+    data = make_folder(tmp_path / "CC", ["a"])
+    out = tmp_path / "out"
+    argv = ["--dataset_real_path", str(data / "real"), "--dataset_mean_path", str(data / "mean")]
+    argv += ["--output_path", str(out), "--num_iter", "60", "--save_iter", "2", "--stop", "wmv"]
+    argv += ["--wmv_window", "3", "--wmv_patience", "2", "--wmv_stride", "4", "--wmv_source", "ema"]
+    assert main([*argv, *TINY_ARGS]) == 0
+    done = json.loads((out / "a" / "done.json").read_text())
+    choice = json.loads((out / "a" / "choice.json").read_text())
+    # variances only at multiples of 4: the stop comes 2 updates (8 iterations) after a multiple of 4
+    assert done["stopped_early"] and done["iterations"] % 4 == 0 and choice["judge_iteration"] % 4 == 0
+    assert choice["judge_iteration"] == done["iterations"] - 8
+    assert (out / "a" / "result.png").read_bytes() == (out / "a" / choice["file"]).read_bytes()
+
+
 def test_stop_biqan_scores_the_snapshots_and_writes_its_choice(tmp_path, tiny_name):
     from biqan.model import build_biqan, save_biqan
 

@@ -853,6 +853,8 @@ def build_parser(prog: str = "run_BDN.py") -> argparse.ArgumentParser:
     add("--biqan_smooth", type=float, default=None, help="biqan: the seed's score smoothing factor (e.g. 0.8)")
     add("--wmv_window", type=int, default=None, help="WMV window (default 100)")
     add("--wmv_patience", type=int, default=None, help="WMV patience (default 1000)")
+    add("--wmv_stride", type=int, default=None, help="WMV: watch only iterations that are multiples of N (default 1)")
+    add("--wmv_source", default=None, choices=("raw", "ema"), help="WMV: watch the raw iterate or the EMA output")
     add("--emv_alpha", type=float, default=None, help="EMV smoothing (default 0.1)")
     add("--emv_patience", type=int, default=None, help="EMV patience (default 1000)")
     add(
@@ -941,7 +943,12 @@ def _judge_options(args: argparse.Namespace) -> dict:
         }
     else:
         given = {
-            "wmv": {"window": args.wmv_window, "patience": args.wmv_patience},
+            "wmv": {
+                "window": args.wmv_window,
+                "patience": args.wmv_patience,
+                "stride": args.wmv_stride,
+                "source": args.wmv_source,
+            },
             "emv": {"alpha": args.emv_alpha, "patience": args.emv_patience},
             "noise": {"sigma": args.noise_sigma, "factor": args.noise_factor},
         }.get(args.stop, {})

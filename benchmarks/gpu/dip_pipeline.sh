@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The DIP side of session.sh (issues 3 and 4), on one GPU, in parallel processes:
 #   dip_pipeline.sh all      # 1-4 below, then BIQAN trained on 1 and judged on 2 and 3
-#   dip_pipeline.sh judges   # 2-4 only, judged with the shipped checkpoints/biqan.safetensors (no training)
+#   dip_pipeline.sh judges   # 2-4 only, judged with the shipped checkpoints/biqan.safetensors (no training), and
+#                            # 1 beside them for tuning the judges (test_BIQAN's scores.csv, the train-split table)
+# DEADLINE=S (seconds from the start; default none): DIP runs still going then are stopped and their unfinished
+# images set aside (<run>.unfinished), so the judges always run on what finished before the lease ends.
 # 1. run_BDN over 35 PolyU-train crops (256x256, 2,000 iterations, a snapshot every 25) -> BIQAN's training data;
 # 2. run_BDN over all 15 CC images, full 512x512, 3,000 iterations, a snapshot every 20 (the judges' test set);
 # 3. run_BDN over 15 PolyU held-out crops, as in 1 (the held-out table);
@@ -19,11 +22,14 @@ COMMON="--stop none --device cuda --threads 1 --no-progress --checkpoint_iter 50
 D=.devdata/dip
 C=$BDN_DATA/CC
 BIQAN=checkpoints/biqan.safetensors
-if [ "$MODE" = all ]; then
-    for k in 1 2 3; do
+DEADLINE=${DEADLINE:-0}
+PARTS=3
+[ "$MODE" = judges ] && PARTS=2  # a tuning set, not training data: fewer processes, CC keeps more of the GPU
+if true; then  # the PolyU-train runs: BIQAN's training data (all) or the judges' tuning set (judges)
+    for k in $(seq $PARTS); do
         python3 run_BDN.py --dataset_real_path $D/polyu_train/real --dataset_mean_path $D/polyu_train/mean \
             --output_path $W/run_polyu_train --crop 256 --num_iter 2000 --save_iter 25 $COMMON \
-            --is_split_dataset --dataset_part_id $k --dataset_parts 3 > $W/logs/dip_polyu_train_$k.txt 2>&1 &
+            --is_split_dataset --dataset_part_id $k --dataset_parts $PARTS > $W/logs/dip_polyu_train_$k.txt 2>&1 &
         train_pids="${train_pids:-} $!"
     done
 fi
@@ -36,6 +42,19 @@ python3 run_BDN.py --dataset_real_path $D/polyu_heldout/real --dataset_mean_path
     --output_path $W/run_polyu_heldout --crop 256 --num_iter 2000 --save_iter 25 $COMMON > $W/logs/dip_polyu_heldout.txt 2>&1 &
 python3 benchmarks/dip_default.py --device cuda --threads 1 --past-stop 3000 --checkpoint-every 0 \
     --out $W/dip_default > $W/logs/dip_default.txt 2>&1 &
+if [ "$DEADLINE" -gt 0 ]; then
+    while [ $SECONDS -lt "$DEADLINE" ] && pgrep -f "run_BDN[.]py|dip_default[.]py" > /dev/null; do sleep 5; done
+    pkill -f "run_BDN[.]py|dip_default[.]py"
+    sleep 5
+    for run in $W/run_cc $W/run_polyu_heldout $W/run_polyu_train; do
+        for image in "$run"/*/; do
+            if [ -d "$image" ] && [ ! -f "$image/done.json" ]; then
+                mkdir -p "$run.unfinished" && mv "$image" "$run.unfinished/"
+            fi
+        done
+    done
+    echo "deadline: $(ls -d $W/run_*.unfinished/*/ 2>/dev/null | wc -l) unfinished images set aside"
+fi
 if [ "$MODE" = all ]; then
     wait $train_pids
     python3 generator_dataset.py --run_path $W/run_polyu_train --output_path $W/scores_polyu_train.txt
@@ -47,6 +66,11 @@ wait
 python3 benchmarks/biqan_judges.py --runs CC=$W/run_cc PolyU=$W/run_polyu_heldout --biqan $BIQAN \
     --noisy CC=$C/real PolyU=$D/polyu_heldout/real --clean CC=$C/mean PolyU=$D/polyu_heldout/mean --classical nlm \
     --device cuda --out $W/biqan_judges > $W/logs/biqan_judges.txt 2>&1
-python3 test_BIQAN.py --run_path $W/run_cc --model_path $BIQAN \
-    --output_path $W/test_biqan_cc --device cuda > $W/logs/test_biqan_cc.txt 2>&1
+python3 benchmarks/biqan_judges.py --runs PolyU-train=$W/run_polyu_train --biqan $BIQAN \
+    --noisy PolyU-train=$D/polyu_train/real --clean PolyU-train=$D/polyu_train/mean \
+    --device cuda --out $W/biqan_judges_train > $W/logs/biqan_judges_train.txt 2>&1
+for run in cc polyu_heldout polyu_train; do  # scores.csv: every snapshot's score, for tuning off the machine
+    python3 test_BIQAN.py --run_path $W/run_$run --model_path $BIQAN \
+        --output_path $W/test_biqan_$run --device cuda > $W/logs/test_biqan_$run.txt 2>&1
+done
 echo pipeline done

@@ -33,7 +33,7 @@ pack() {
     (cd $W && tar czf "$out/train.tgz" --exclude=checkpoint.pt --exclude=last.safetensors train logs 2>/dev/null)
     (cd $W && tar czf "$out/dip.tgz" --exclude='*.png' --exclude='*.pt' --exclude=train --exclude=logs \
         --exclude='run_*/*/[0-9]*.png' . 2>/dev/null)
-    (cd $W && tar czf "$out/figures.tgz" $(ls -d run_*/*/curve*.png biqan/*.png biqan_judges 2>/dev/null) 2>/dev/null)
+    (cd $W && tar czf "$out/figures.tgz" $(ls -d run_*/*/curve*.png biqan/*.png biqan_judges* test_biqan_*/*_Curves.png 2>/dev/null) 2>/dev/null)
     # the device tool brings back files of at most 16 MiB: cut bigger archives (cat train.tgz.part* | tar xz)
     for archive in "$out"/*.tgz; do
         if [ "$(stat -c %s "$archive")" -gt 15000000 ]; then split -b 15m "$archive" "$archive.part" && rm "$archive"; fi
@@ -49,7 +49,7 @@ start)
         gp3_resnet_5x5_bn_3x3_grey bf_dncnn_grey_0_10 dncnn_grey_0_10
     setsid nohup bash benchmarks/gpu/dip_pipeline.sh all > $W/logs/dip_pipeline.txt 2>&1 &
     ;;
-judges)
+judges)  # DEADLINE=S (seconds): the judges run on what finished by then (dip_pipeline.sh)
     setsid nohup bash benchmarks/gpu/dip_pipeline.sh judges > $W/logs/dip_pipeline.txt 2>&1 &
     ;;
 colour)  # bf_dncnn_colour.json waits for a lease of its own: DnCNN-sized runs need more than a shared GPU gives
