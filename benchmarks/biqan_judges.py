@@ -21,8 +21,9 @@ Without `--biqan` the biqan and seed recipe rows are skipped with a note. With `
 non-local means and BM3D (blind: sigma estimated; bm3d takes seconds an image) denoise the same noisy images, cut
 to the window the run fitted, for context (`--noisy` and `--clean` for that dataset; else a note).
 
-Judge parameters default to bdn's defaults (WMVJudge window 100, patience 1000; noise factor
-bdn.dip.denoise.DEFAULT_NOISE_FACTOR; BiqanJudge start_index 40, no smoothing). They MUST be tuned on PolyU's
+Judge parameters default to bdn's (wmv: `bdn.dip.judges.TUNED_WMV`'s window 3 and patience 15, in snapshots, as
+tuned on PolyU's training split by benchmarks/judge_tuning.py; noise factor bdn.dip.denoise.DEFAULT_NOISE_FACTOR;
+BiqanJudge start_index 40, no smoothing). They MUST be tuned on PolyU's
 training split only (runs over `bdn.data.polyu_pairs("train")`), never on CC or the held-out PolyU images this table
 reports. Offline, wmv's window and patience and biqan's start_index count snapshots (save_iter iterations apart),
 not iterations (see bdn/judge_run.py).
@@ -138,12 +139,11 @@ def _optional_float(text: str) -> float | None:
 
 def build_parser() -> argparse.ArgumentParser:
     from bdn.dip.denoise import DEFAULT_NOISE_FACTOR
-    from bdn.dip.judges import WMVJudge
+    from bdn.dip.judges import TUNED_WMV
     from biqan.judge import BiqanJudge
 
-    wmv, biqan = (
-        {n: p.default for n, p in inspect.signature(j.__init__).parameters.items()} for j in (WMVJudge, BiqanJudge)
-    )
+    biqan = {n: p.default for n, p in inspect.signature(BiqanJudge.__init__).parameters.items()}
+    wmv = TUNED_WMV  # offline, its window and patience count snapshots: save_iter apart, as its stride is online
     parser = OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
     add = parser.add_argument
     add("--runs", nargs="+", type=_named, required=True, metavar="NAME=FOLDER", help="run_BDN output folders")
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METHOD",
         help="add classical methods on the same images (needs --noisy and --clean): nlm and bm3d, or those named",
     )
-    add("--wmv-window", type=int, default=wmv["window"], help="wmv window, in snapshots (bdn default %(default)s)")
+    add("--wmv-window", type=int, default=wmv["window"], help="wmv window, in snapshots (tuned: %(default)s)")
     add("--wmv-patience", type=int, default=wmv["patience"], help="wmv patience, in snapshots (%(default)s)")
     add("--noise-factor", type=float, default=DEFAULT_NOISE_FACTOR, help="noise rule factor (%(default)s)")
     add("--biqan-start-index", type=int, default=biqan["start_index"], help="biqan: snapshots skipped (%(default)s)")

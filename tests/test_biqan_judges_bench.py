@@ -170,6 +170,8 @@ def test_skipped_rows_are_noted_and_classical_methods_measured(bench, data, tmp_
         f"CC={root / 'CC' / 'mean'}",
         "--classical",
         "nlm",
+        "--wmv-window",
+        "100",
         "--no-progress",
         "--out",
         str(out),
@@ -188,7 +190,7 @@ def test_skipped_rows_are_noted_and_classical_methods_measured(bench, data, tmp_
     assert "biqan and seed recipe: skipped (no --biqan checkpoint given)" in text
     assert "noise on PolyU: skipped (no --noisy PolyU=FOLDER)" in text
     assert "nlm on PolyU: skipped (needs --noisy and --clean PolyU=FOLDER)" in text
-    # Default wmv window (100) exceeds 15 snapshots: said, not hidden.
+    # A wmv window (100) longer than the 15 snapshots: said, not hidden.
     assert "wmv on CC: 3 image(s) have fewer snapshots than the window (100)" in text
     per_image = pd.read_csv(out / "per_image.csv")
     nlm = per_image[per_image["judge"] == "nlm"].set_index("image")

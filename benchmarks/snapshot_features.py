@@ -1,0 +1,151 @@
+"""Per-snapshot statistics of run_BDN output folders: what the judges look at, one row per snapshot.
+
+    python benchmarks/snapshot_features.py \
+        --runs CC=results/run_cc PolyU-train=results/run_polyu_train \
+        --noisy CC=../shared/data/CC/real PolyU-train=.devdata/dip/polyu_train/real \
+        --scores CC=results/test_biqan_cc/scores.csv PolyU-train=results/test_biqan_polyu_train/scores.csv \
+        --out results/snapshot_stats.csv.gz
+
+The snapshots of a full-size CC run weigh 1.3 GB and stay where they were made (a lent GPU); this table (a few
+hundred kB) comes back, and benchmarks/judge_tuning.py replays the judges from it. For every finished image
+(`biqan.labels.read_run`) and every snapshot, in the order of the iterations:
+- `psnr`: the snapshot's PSNR against the clean image as the run recorded it (the oracle's figure);
+- `mse_noisy`: mean((x - noisy)^2) on [0, 1] images, the noise judge's residual (the noisy image centre-cropped to
+  the snapshot, as run_BDN's --crop cut it), and `sigma`: bdn.noise.estimate_noise_level of that noisy crop;
+- `var<W>`: ES-WMV's windowed variance over the W snapshots ending at this one (bdn.dip.judges.WMVJudge's figure:
+  the mean over the window of each image's mean squared difference to the window's mean), empty before W;
+- `biqan_mean`, `biqan_std`: test_BIQAN's scores of the snapshot (`--scores`, its scores.csv), where given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bdn.cmdline import OneLineParser
+from bdn.errors import BdnError
+
+PROG = "benchmarks/snapshot_features.py"
+WINDOWS = (3, 5, 10, 25)
+COLUMNS = ("dataset", "image", "iteration", "psnr", "mse_noisy", "sigma")
+
+
+def _named(text: str) -> tuple[str, Path]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, Path(folder)
+
+
+def window_variances(stack: np.ndarray, window: int) -> np.ndarray:
+    """WMV's variance of the `window` snapshots ending at each one (NaN before the first full window)."""
+    flat = stack.reshape(len(stack), -1).astype(np.float64)
+    out = np.full(len(stack), np.nan)
+    for end in range(window - 1, len(stack)):
+        out[end] = float(np.mean(np.var(flat[end - window + 1 : end + 1], axis=0)))
+    return out
+
+
+def image_rows(job: tuple[str, str, list, Path | None, tuple[int, ...]]) -> pd.DataFrame:
+    """The rows of one image: job = (dataset, image, [(iteration, path, psnr)], noisy file or None, windows)."""
+    from bdn.data import centre_crop
+    from bdn.io import read_image
+    from bdn.noise import estimate_noise_level
+
+    dataset, image, snapshots, noisy_file, windows = job
+    stack = np.stack([read_image(path)[0] for _, path, _ in snapshots])
+    table = pd.DataFrame(
+        {
+            "dataset": dataset,
+            "image": image,
+            "iteration": [i for i, _, _ in snapshots],
+            "psnr": [np.nan if p is None else p for _, _, p in snapshots],
+        }
+    )
+    mse, sigma = np.nan, np.nan
+    if noisy_file is not None:
+        noisy = centre_crop(read_image(noisy_file)[0], max(stack.shape[1:3]))
+        if noisy.shape != stack.shape[1:]:
+            raise BdnError(f"{noisy_file}: {noisy.shape} after the centre crop, the snapshots are {stack.shape[1:]}")
+        mse = np.mean((stack.astype(np.float64) - noisy) ** 2, axis=(1, 2, 3) if stack.ndim == 4 else (1, 2))
+        sigma = estimate_noise_level(noisy)
+    table["mse_noisy"], table["sigma"] = mse, sigma
+    for window in windows:
+        table[f"var{window}"] = window_variances(stack, window)
+    return table
+
+
+def jobs(dataset: str, run: Path, noisy: Path | None, windows: tuple[int, ...]) -> list[tuple]:
+    from biqan.labels import read_run
+    from biqan.select import NOISY_SUFFIX, partner_images
+
+    by_image: dict[str, list] = {}
+    for it in read_run(run):
+        by_image.setdefault(it.image, []).append((it.iteration, it.path, it.psnr))
+    noisy_files = {} if noisy is None else partner_images(noisy, sorted(by_image), NOISY_SUFFIX)
+    if noisy is not None and len(noisy_files) < len(by_image):
+        missing = sorted(set(by_image) - set(noisy_files))
+        raise BdnError(f"{noisy}: no noisy image for {missing[0]} ({len(missing)} of {len(by_image)} missing)")
+    return [(dataset, name, rows, noisy_files.get(name), windows) for name, rows in sorted(by_image.items())]
+
+
+def with_scores(table: pd.DataFrame, dataset: str, scores: Path) -> pd.DataFrame:
+    """test_BIQAN's mean and std of each snapshot joined on (image, iteration); every snapshot must have one."""
+    given = pd.read_csv(scores)[["image", "iteration", "mean", "std"]]
+    given = given.rename(columns={"mean": "biqan_mean", "std": "biqan_std"})
+    part = table[table["dataset"] == dataset].drop(columns=["biqan_mean", "biqan_std"], errors="ignore")
+    joined = part.merge(given, on=["image", "iteration"], how="left")
+    if joined["biqan_mean"].isna().any():
+        first = joined[joined["biqan_mean"].isna()].iloc[0]
+        raise BdnError(f"{scores}: no score for {first['image']} at iteration {first['iteration']}")
+    return joined
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add("--runs", nargs="+", type=_named, required=True, metavar="NAME=FOLDER", help="run_BDN output folders")
+    add("--noisy", nargs="*", type=_named, default=[], metavar="NAME=FOLDER", help="noisy images the runs fitted")
+    add("--scores", nargs="*", type=_named, default=[], metavar="NAME=FILE", help="test_BIQAN scores.csv files")
+    add("--windows", nargs="+", type=int, default=list(WINDOWS), help="WMV windows, in snapshots")
+    add("--workers", type=int, default=2, help="processes (one image each at a time)")
+    add("--out", type=Path, default=Path("results/snapshot_stats.csv.gz"), help="the table (.csv or .csv.gz)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        names = [name for name, _ in args.runs]
+        for option, pairs in (("--noisy", args.noisy), ("--scores", args.scores)):
+            unknown = [name for name, _ in pairs if name not in names]
+            if unknown:
+                raise BdnError(f"{option} {unknown[0]}=...: no --runs {unknown[0]}=FOLDER")
+        if any(w < 2 for w in args.windows) or args.workers < 1:
+            raise BdnError("--windows must be >= 2 and --workers >= 1")
+        noisy, scores = dict(args.noisy), dict(args.scores)
+        work = [job for name, run in args.runs for job in jobs(name, run, noisy.get(name), tuple(args.windows))]
+        with ProcessPoolExecutor(args.workers) as pool:
+            table = pd.concat(list(pool.map(image_rows, work)), ignore_index=True)
+        for name, path in scores.items():
+            table = pd.concat([table[table["dataset"] != name], with_scores(table, name, path)], ignore_index=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        partial = args.out.with_name(args.out.name + ".partial")
+        gzip = "gzip" if args.out.suffix == ".gz" else None
+        table.to_csv(partial, index=False, float_format="%.7g", compression=gzip)
+        partial.replace(args.out)
+    except BdnError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
+    print(f"{len(table)} snapshots of {table.groupby(['dataset', 'image']).ngroups} images -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
