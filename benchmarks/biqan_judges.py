@@ -11,7 +11,8 @@ Each `--runs NAME=FOLDER` is a run_BDN output folder (per image `<id>/<iter:05d>
 PSNR column is filled: the run had clean images). Every judge is replayed offline over the SAME snapshots with
 `bdn.judge_run.judge_run(..., write=False)` (the run folders are only read: no choice.json or result.png is
 written), and set against the oracle (the snapshot with the highest recorded PSNR):
-- `biqan`: bdn's BIQAN (`--biqan FILE`, a train_BIQAN checkpoint) with `--biqan-start-index` / `--biqan-smooth`;
+- `biqan`: bdn's BIQAN (`--biqan FILE`, a train_BIQAN checkpoint) with `--biqan-start-index` / `--biqan-smooth`
+  (`--biqan-tiles N`: each snapshot scored as the mean over a grid of N x N crops, not its centre crop);
 - `seed recipe`: the same network with the seed's test_BIQAN settings (start_index 40, smoothing 0.8);
 - `wmv`: ES-WMV (`--wmv-window`, `--wmv-patience`);
 - `noise`: the noise-level rule (`--noise-factor`; sigma estimated from each noisy image), which needs the noisy
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--wmv-patience", type=int, default=wmv["patience"], help="wmv patience, in snapshots (%(default)s)")
     add("--noise-factor", type=float, default=DEFAULT_NOISE_FACTOR, help="noise rule factor (%(default)s)")
     add("--biqan-start-index", type=int, default=biqan["start_index"], help="biqan: snapshots skipped (%(default)s)")
+    add("--biqan-tiles", type=int, default=1, help="biqan: a grid of N x N crops scored and averaged (1: the centre)")
     add(
         "--biqan-smooth",
         type=_optional_float,
@@ -203,8 +205,14 @@ def judge_specs(args: argparse.Namespace, model: object | None, metadata: dict) 
             Spec(
                 "biqan",
                 "biqan",
-                {**network, "start_index": args.biqan_start_index, "smooth": args.biqan_smooth},
-                f"start_index {args.biqan_start_index}, smooth {smooth}",
+                {
+                    **network,
+                    "start_index": args.biqan_start_index,
+                    "smooth": args.biqan_smooth,
+                    "tiles": args.biqan_tiles,
+                },
+                f"start_index {args.biqan_start_index}, smooth {smooth}"
+                + (f", {args.biqan_tiles}x{args.biqan_tiles} crops" if args.biqan_tiles != 1 else ""),
             )
         )
         specs.append(

@@ -12,7 +12,8 @@ with smooth None), and the choice is the highest filtered score after the first 
 every=1, it chooses what `choose(score_run(...), start_index, smooth)` chooses. `every` scores only the iterations
 divisible by it: with run_BDN's save_iter it scores the iterates that are saved, and `start_index` then counts
 saved iterates as the seed's did. It says stop once `patience` scored iterates after the first `start_index` have
-not raised the best filtered score (never with patience None).
+not raised the best filtered score (never with patience None). `tiles` k > 1 scores each iterate as the mean
+distribution over a k x k grid of crops (`biqan.model.prepare_tiles`) instead of its centre crop.
 
 Each scored iterate costs one forward pass and one read of its score on the host. `state()` holds the scores seen
 (plain numbers) so that `load_state` on a judge made with the same options goes on exactly as before. The network
@@ -72,6 +73,7 @@ class BiqanJudge:
         model_path: str | Path | None = None,
         device: str | torch.device | None = None,
         transform: Transform | None = None,
+        tiles: int = 1,
     ) -> None:
         self.name = "biqan"
         if model is None and model_path is None:
@@ -94,7 +96,8 @@ class BiqanJudge:
         if device is not None:
             model.to(device)
         self.model = model.eval()
-        self._transform = default_transform(self.protocol, self.crop) if transform is None else transform
+        self.tiles = _whole("tiles", tiles, 1)
+        self._transform = default_transform(self.protocol, self.crop, self.tiles) if transform is None else transform
         self._last: int | None = None
         self._count = 0
         self._rows: list[tuple[int, float, float, float]] = []  # (iteration, mean, std, filtered) per scored
@@ -104,7 +107,7 @@ class BiqanJudge:
         self.stopped = False
 
     def _options(self) -> dict:
-        return {
+        options = {
             "protocol": self.protocol,
             "crop": self.crop,
             "start_index": self.start_index,
@@ -112,6 +115,9 @@ class BiqanJudge:
             "patience": self.patience,
             "every": self.every,
         }
+        if self.tiles != 1:  # only then, so states saved before the option existed still load
+            options["tiles"] = self.tiles
+        return options
 
     # --- the protocol -----------------------------------------------------------------------------------------
 

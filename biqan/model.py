@@ -249,6 +249,32 @@ def prepare(
     return tensor.clamp(0, 1).contiguous()
 
 
+def prepare_tiles(
+    image: np.ndarray | torch.Tensor, protocol: str = "native", crop: int = DEFAULT_CROP, tiles: int = 1
+) -> torch.Tensor:
+    """The network's inputs for scoring one iterate from a grid of crops: float32 [n, 3, h, w].
+
+    `tiles` 1 is `prepare`'s centre crop. `tiles` k > 1 cuts k x k crops at evenly spaced positions from corner to
+    corner (along a side no longer than `crop`, the one whole side), so a 512x512 image and crop 224 are covered
+    by 3 x 3 crops where the centre crop sees a fifth of it. Their scores are averaged (`score_images`).
+    """
+    _check_protocol(protocol, crop)
+    if isinstance(tiles, bool) or not isinstance(tiles, (int, np.integer)) or tiles < 1:
+        raise BdnError(f"tiles must be a whole number >= 1, got {tiles!r}")
+    if tiles == 1:
+        return prepare(image, protocol, crop)[None]
+    tensor = as_rgb_tensor(image)
+    if protocol == "resize":
+        side = round(crop * RESIZE_RATIO)
+        tensor = F.interpolate(tensor[None], size=(side, side), mode="bilinear", align_corners=False)[0]
+    height, width = tensor.shape[1:]
+    h, w = min(crop, height), min(crop, width)
+    tops = sorted({round(t) for t in np.linspace(0, height - h, tiles)})
+    lefts = sorted({round(left) for left in np.linspace(0, width - w, tiles)})
+    crops = [tensor[:, t : t + h, left : left + w] for t in tops for left in lefts]
+    return torch.stack(crops).clamp(0, 1).contiguous()
+
+
 # --- files -------------------------------------------------------------------------------------------
 
 

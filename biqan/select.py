@@ -109,12 +109,21 @@ def _as_input(prepared: object) -> torch.Tensor:
     return x.expand(3, -1, -1) if x.shape[0] == 1 else x
 
 
-def default_transform(protocol: str, crop: int) -> Transform:
-    """BIQAN's scoring transform (`biqan.model.prepare`, centre crop, no flips) for a protocol and crop size."""
-    from biqan.model import prepare
+def default_transform(protocol: str, crop: int, tiles: int = 1) -> Transform:
+    """BIQAN's scoring transform (`biqan.model.prepare`, centre crop, no flips) for a protocol and crop size; with
+    `tiles` > 1 a grid of tiles x tiles crops (`biqan.model.prepare_tiles`) whose scores are averaged."""
+    from biqan.model import prepare, prepare_tiles
 
-    def transform(image: np.ndarray) -> object:
-        return prepare(image, protocol, crop)
+    if tiles == 1:
+
+        def transform(image: np.ndarray) -> object:
+            return prepare(image, protocol, crop)
+
+    else:
+        prepare_tiles(np.zeros((crop, crop, 3), np.float32), protocol, crop, tiles)  # bad options fail here
+
+        def transform(image: np.ndarray) -> object:
+            return prepare_tiles(image, protocol, crop, tiles)
 
     return transform
 
@@ -132,7 +141,15 @@ def score_images(model: torch.nn.Module, images: Sequence[object], transform: Tr
     smaller than the crop whole) go through one batch per shape, and the rows come back in the given order.
     """
     device = _model_device(model)
-    inputs = [_as_input(transform(image)) for image in images]
+    # A transform may give several crops of one image as [n, C, H, W]: each is scored, their distributions averaged.
+    prepared = [transform(image) for image in images]
+    owners, inputs = [], []
+    for owner, x in enumerate(prepared):
+        crops = list(x.unbind(0)) if isinstance(x, torch.Tensor) and x.ndim == 4 else [x]
+        if not crops:
+            raise BdnError("the input transform gave no crop")
+        owners += [owner] * len(crops)
+        inputs += [_as_input(c) for c in crops]
     groups: dict[tuple[int, ...], list[int]] = {}
     for index, x in enumerate(inputs):
         groups.setdefault(tuple(x.shape), []).append(index)
@@ -146,7 +163,15 @@ def score_images(model: torch.nn.Module, images: Sequence[object], transform: Tr
                 raise BdnError(f"the quality network must return probabilities [N, {BINS}], got {shape}")
             for row, i in enumerate(indices):
                 out[i] = p[row]
-    return torch.stack(out) if out else torch.zeros((0, BINS))
+    if not out:
+        return torch.zeros((0, BINS))
+    rows = torch.stack(out)
+    if len(inputs) == len(prepared):
+        return rows
+    index = torch.tensor(owners, device=rows.device)
+    summed = torch.zeros((len(prepared), rows.shape[1]), dtype=rows.dtype, device=rows.device)
+    summed.index_add_(0, index, rows)
+    return summed / torch.bincount(index, minlength=len(prepared)).to(rows.dtype)[:, None]
 
 
 def _check_int(name: str, value: object, least: int) -> int:
@@ -178,20 +203,21 @@ def score_run(
     device: str | torch.device = "cpu",
     *,
     transform: Transform | None = None,
+    tiles: int = 1,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Score every snapshot of every image of a run folder: DataFrame(image, iteration, path, mean, std, psnr).
 
     Sorted by image, then iteration. `psnr` is the snapshot's PSNR against the clean image (NaN where the run had
     none). The model is put in eval mode on `device`; `transform` (default: `biqan.model.prepare` with `protocol`
-    and `crop`) turns an image read from its PNG (bdn layout, float32 in [0, 1]) into the network's input.
-    Snapshots are read `batch_size` at a time. BdnError for a missing or empty run folder, an image folder with no
-    snapshot, an unreadable snapshot.
+    and `crop`, or a grid of `tiles` x `tiles` crops whose scores are averaged) turns an image read from its PNG
+    (bdn layout, float32 in [0, 1]) into the network's input. Snapshots are read `batch_size` at a time. BdnError
+    for a missing or empty run folder, an image folder with no snapshot, an unreadable snapshot.
     """
     batch_size = _check_int("batch_size", batch_size, 1)
     iterates = _run_iterates(run_dir)
     model.to(pick_device(device, what="--device")).eval()
-    transform = default_transform(protocol, crop) if transform is None else transform
+    transform = default_transform(protocol, crop, tiles) if transform is None else transform
     rows = []
     from tqdm import tqdm
 
@@ -527,6 +553,7 @@ def select_run(
     noisy_path: str | Path | None = None,
     clean_path: str | Path | None = None,
     transform: Transform | None = None,
+    tiles: int = 1,
     header: Sequence[str] = (),
     progress: bool = False,
 ) -> tuple[pd.DataFrame, dict, Choices]:
@@ -540,7 +567,9 @@ def select_run(
     names = sorted({it.path.parent.name for it in _run_iterates(run)})
     noisy_files = {} if noisy_path is None else partner_images(noisy_path, names, NOISY_SUFFIX)
     clean_files = {} if clean_path is None else partner_images(clean_path, names, CLEAN_SUFFIX)
-    scores = score_run(model, run, protocol, crop, batch_size, device, transform=transform, progress=progress)
+    scores = score_run(
+        model, run, protocol, crop, batch_size, device, transform=transform, tiles=tiles, progress=progress
+    )
     choices = choose(scores, start_index, smooth)
     table = gaps(scores, choices)
     summary = gap_summary(table)
@@ -611,6 +640,7 @@ def build_parser(prog: str = "test_BIQAN.py") -> argparse.ArgumentParser:
     )
     add("--smooth_factor", type=float, default=SEED_SMOOTH, help="the filter's factor with --is_smooth (seed: 0.8)")
     add("--batch_size", type=int, default=32, help="snapshots scored at once")
+    add("--tiles", type=int, default=1, help="score a grid of N x N crops of each snapshot, averaged (1: the centre)")
     add("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     add("--gpu_id", type=int, default=None, help="the seed's GPU number: the same as --device cuda:N")
     add("--dataset_real_path", default=None, help="noisy images (<id>_real.<ext>) for the comparison figures")
@@ -655,6 +685,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "test_BIQAN.py") -> int:
             raise BdnError(f"--smooth_factor must be in [0, 1), got {args.smooth_factor}")
         _check_int("--start_index", args.start_index, 0)
         _check_int("--batch_size", args.batch_size, 1)
+        _check_int("--tiles", args.tiles, 1)
         device = f"cuda:{_check_int('--gpu_id', args.gpu_id, 0)}" if args.gpu_id is not None else args.device
         device = pick_device(device, what="--device")
         for option, folder in (
@@ -678,7 +709,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "test_BIQAN.py") -> int:
             device=device,
             noisy_path=args.dataset_real_path,
             clean_path=args.dataset_mean_path,
-            header=[f"test_BIQAN: run {args.run_path}; model {path} (protocol {protocol}, crop {crop})"],
+            tiles=args.tiles,
+            header=[
+                f"test_BIQAN: run {args.run_path}; model {path} (protocol {protocol}, crop {crop}"
+                + (f", {args.tiles}x{args.tiles} crops averaged)" if args.tiles > 1 else ")")
+            ],
             progress=args.progress,
         )
     except BdnError as error:

@@ -12,6 +12,7 @@ from torchvision.models import mobilenet_v2, mobilenet_v3_small
 from bdn.errors import BdnError
 from bdn.tensorfile import read_tensors, save_tensors
 from biqan.model import (
+    prepare_tiles,
     ARCHES,
     FORMAT,
     as_rgb_tensor,
@@ -156,3 +157,16 @@ def test_prepare_native_and_resize():
         prepare(image, "zoom", 32)
     with pytest.raises(BdnError, match="at least 32"):
         prepare(image, "native", 16)
+
+
+def test_prepare_tiles_covers_the_image_corner_to_corner():
+    image = np.random.default_rng(1).random((96, 80, 3), dtype=np.float32)
+    assert torch.equal(prepare_tiles(image, "native", 32, 1)[0], prepare(image, "native", 32))
+    grid = prepare_tiles(image, "native", 32, 3)
+    assert grid.shape == (9, 3, 32, 32)
+    # rows at 0, 32, 64 and columns at 0, 24, 48: the corners and evenly between
+    for k, (top, left) in enumerate((t, c) for t in (0, 32, 64) for c in (0, 24, 48)):
+        assert torch.equal(grid[k], torch.from_numpy(image[top : top + 32, left : left + 32]).permute(2, 0, 1))
+    assert prepare_tiles(image[:20, :20], "native", 32, 3).shape == (1, 3, 20, 20)  # smaller than a crop: whole
+    with pytest.raises(BdnError, match="tiles must be a whole number >= 1, got 0"):
+        prepare_tiles(image, "native", 32, 0)

@@ -110,7 +110,7 @@ def stand_in(monkeypatch):
         return Brightness(), {"protocol": "native", "crop": 224}
 
     monkeypatch.setattr(select, "_load_model", load)
-    monkeypatch.setattr(select, "default_transform", lambda protocol, crop: identity)
+    monkeypatch.setattr(select, "default_transform", lambda protocol, crop, tiles=1: identity)
     return loaded
 
 
@@ -270,6 +270,25 @@ def test_score_run_scores_every_snapshot(run):
     assert score_run(Brightness(), run, batch_size=7, transform=identity)["mean"].tolist() == pytest.approx(
         scores["mean"].tolist()
     )
+
+
+def test_tiled_scores_average_the_crops_distributions(run):
+    from biqan.model import prepare_tiles
+    from biqan.select import default_transform, score_images
+
+    image = np.zeros((64, 64), np.float32)
+    image[:32, :32] = 1.0  # one bright quadrant of four
+    p = score_images(Brightness(), [image], default_transform("native", 32, 2))
+    crops = prepare_tiles(image, "native", 32, 2)
+    assert crops.shape[0] == 4
+    expected = Brightness()(crops).mean(0)
+    assert torch.allclose(p[0], expected, atol=1e-6)
+    assert not torch.allclose(p[0], Brightness()(crops[:1])[0])  # not the first crop's alone
+    # a run scored with tiles: one row a snapshot, the mean over each snapshot's crops
+    tiled = score_run(Brightness(), run, tiles=2)
+    assert len(tiled) == 30 and tiled["mean"].notna().all()
+    with pytest.raises(BdnError, match="tiles must be a whole number >= 1"):
+        score_run(Brightness(), run, tiles=0)
 
 
 def test_score_run_prefers_the_8_bit_psnr_of_the_seed_txt(tmp_path):

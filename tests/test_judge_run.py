@@ -112,6 +112,24 @@ def test_biqan_judge_chooses_what_choose_chooses():
         assert (judge.note is not None) == (start_index == 40)
 
 
+def test_biqan_judge_with_tiles_scores_the_mean_over_the_grid():
+    from biqan.select import default_transform, distribution_stats, score_images
+
+    rng = np.random.default_rng(3)
+    images = [rng.random((64, 64)).astype(np.float32) ** (k + 1) for k in range(6)]
+    judge = BiqanJudge(Brightness(), protocol="native", crop=32, start_index=0, tiles=2)
+    for index, image in enumerate(images):
+        judge.update((index + 1) * SAVE_ITER, image)
+    quantised = [np.rint(image * 255) / 255 for image in images]  # what run_BDN saves, and the judge scores
+    expected, _ = distribution_stats(score_images(Brightness(), quantised, default_transform("native", 32, 2)))
+    assert [m for _, m, _ in judge.mean_scores] == pytest.approx(expected.tolist(), abs=1e-5)
+    centre, _ = distribution_stats(score_images(Brightness(), quantised, default_transform("native", 32)))
+    assert not np.allclose(expected, centre, atol=1e-3)  # four crops, not the centre one
+    assert judge.state()["options"]["tiles"] == 2 and "tiles" not in biqan().state()["options"]
+    with pytest.raises(BdnError, match="tiles must be an integer >= 1"):
+        BiqanJudge(Brightness(), tiles=0)
+
+
 def test_biqan_judge_stops_after_patience_and_not_before_start_index():
     judge = biqan(start_index=3, patience=2)
     levels = [250, 250, 250, 10, 20, 30, 25, 28, 29]  # skipped: the first three; best after: 30 (index 5)

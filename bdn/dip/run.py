@@ -851,6 +851,7 @@ def build_parser(prog: str = "run_BDN.py") -> argparse.ArgumentParser:
     add("--biqan_patience", type=int, default=None, help="biqan: snapshots without a better score before stopping")
     add("--biqan_start_index", type=int, default=None, help="biqan: snapshots skipped before choosing (default 40)")
     add("--biqan_smooth", type=float, default=None, help="biqan: the seed's score smoothing factor (e.g. 0.8)")
+    add("--biqan_tiles", type=int, default=None, help="biqan: score a grid of N x N crops, averaged (default 1)")
     add("--wmv_window", type=int, default=None, help="WMV window (default 100)")
     add("--wmv_patience", type=int, default=None, help="WMV patience (default 1000)")
     add("--wmv_stride", type=int, default=None, help="WMV: watch only iterations that are multiples of N (default 1)")
@@ -939,6 +940,7 @@ def _judge_options(args: argparse.Namespace) -> dict:
             "patience": args.biqan_patience,
             "start_index": args.biqan_start_index,
             "smooth": args.biqan_smooth,
+            "tiles": args.biqan_tiles,
             "every": args.save_iter,
         }
     else:
