@@ -12,7 +12,6 @@ from torchvision.models import mobilenet_v2, mobilenet_v3_small
 from bdn.errors import BdnError
 from bdn.tensorfile import read_tensors, save_tensors
 from biqan.model import (
-    prepare_tiles,
     ARCHES,
     FORMAT,
     as_rgb_tensor,
@@ -23,6 +22,7 @@ from biqan.model import (
     load_biqan,
     mean_score,
     prepare,
+    prepare_tiles,
     save_biqan,
     std_score,
 )
