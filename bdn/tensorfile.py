@@ -41,11 +41,14 @@ def read_tensors(path: str | Path, tensors: bool = True) -> tuple[dict[str, torc
 
 
 def shipped_files(prefix: str) -> dict[str, Path]:
-    """Name -> path of the installed `checkpoints/<prefix><name>.safetensors` files."""
+    """Name -> path of the installed `checkpoints/<prefix><name>.safetensors` files (in a source checkout that is
+    not installed, on PYTHONPATH, the checkout's own checkpoints/ folder)."""
     try:
         folder = resources.files("bdn.checkpoints")
     except ModuleNotFoundError:
-        return {}
+        folder = Path(__file__).resolve().parent.parent / "checkpoints"
+        if not (folder / "__init__.py").is_file():
+            return {}
     found = {}
     for entry in folder.iterdir():
         name = entry.name

@@ -78,3 +78,21 @@ def test_shipped_model_files_become_methods(tmp_path, monkeypatch):
     image = np.random.default_rng(1).random((32, 32, 3)).astype(np.float32)
     out = denoise_with_model(image, model="resnet_5x5_bn_3x3")  # its colour weights: an untrained net is identity
     assert np.allclose(out, image, atol=1e-6)
+
+
+def test_shipped_files_fall_back_to_a_source_checkouts_folder(monkeypatch):
+    """Run from a clone on PYTHONPATH (bdn.checkpoints not installed), the checkout's checkpoints/ is what ships."""
+    from importlib import resources
+    from pathlib import Path
+
+    import bdn.tensorfile as tensorfile
+
+    installed = tensorfile.shipped_files("biqan")
+
+    def not_installed(name):
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(resources, "files", not_installed)
+    found = tensorfile.shipped_files("biqan")
+    checkout = Path(tensorfile.__file__).resolve().parent.parent / "checkpoints"
+    assert found == {"": checkout / "biqan.safetensors"} and set(installed) == set(found)
