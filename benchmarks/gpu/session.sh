@@ -4,6 +4,8 @@
 #   bash benchmarks/gpu/session.sh colour   # the colour trainings (PolyU-train pairs), in the background
 #   bash benchmarks/gpu/session.sh judges   # only issues 3 and 4's DIP runs and tables, the GPU to themselves
 #                                           # (dip_pipeline.sh judges: the shipped BIQAN, no training)
+#   bash benchmarks/gpu/session.sh biqan    # BIQAN retrained on full-size PolyU-train iterates, judged on CC
+#                                           # (dip_pipeline.sh all with TRAIN_CROP=full DEFAULT=0; set DEADLINE)
 #   bash benchmarks/gpu/session.sh wait N   # wait up to N seconds for everything, then pack what is done into $OUT
 # Data: .devdata/data (CC, PolyU, Train400, Set12 copied from ../shared/data) and .devdata/dip (the PolyU crops'
 # folders), carried by the device tool. Work goes to /tmp/gpu. Every job is resumable, so a second start goes on.
@@ -52,6 +54,9 @@ start)
 judges)  # DEADLINE=S (seconds): the judges run on what finished by then (dip_pipeline.sh)
     setsid nohup bash benchmarks/gpu/dip_pipeline.sh judges > $W/logs/dip_pipeline.txt 2>&1 &
     ;;
+biqan)
+    TRAIN_CROP=full DEFAULT=0 setsid nohup bash benchmarks/gpu/dip_pipeline.sh all > $W/logs/dip_pipeline.txt 2>&1 &
+    ;;
 colour)  # bf_dncnn_colour.json waits for a lease of its own: DnCNN-sized runs need more than a shared GPU gives
     train resnet_5x5_bn_3x3_colour sparse_resnet_5x5_bn_3x3_colour sparse_resnet_4x5_bn_3x3_colour \
         gp3_resnet_5x5_bn_3x3_colour autoencoder_colour rednet_colour mwcnn_colour pridnet_colour \
@@ -63,7 +68,7 @@ wait)
     pack
     ;;
 *)
-    echo "usage: session.sh start|colour|judges|wait SECONDS" >&2
+    echo "usage: session.sh start|colour|judges|biqan|wait SECONDS" >&2
     exit 2
     ;;
 esac
