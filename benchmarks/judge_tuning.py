@@ -67,19 +67,11 @@ def wmv_choice(g: pd.DataFrame, window: int, patience: int | float) -> int:
     return len(g) - 1 if best_index is None else best_index
 
 
-def smoothed(values: np.ndarray, smooth: float | None) -> np.ndarray:
-    if smooth is None:
-        return values
-    out = values.astype(np.float64).copy()
-    for k in range(1, len(out)):
-        out[k] = smooth * out[k - 1] + (1.0 - smooth) * values[k]
-    return out
-
-
 def biqan_choice(g: pd.DataFrame, start_index: int, smooth: float | None) -> int:
-    figures = smoothed(g["biqan_mean"].to_numpy(dtype=np.float64), smooth)
-    lo = start_index if len(figures) > start_index else 0
-    return lo + int(np.argmax(figures[lo:]))
+    """biqan.select's own rule: the highest (optionally filtered) score after the first `start_index` snapshots."""
+    from biqan.select import pick, smooth_scores
+
+    return pick(smooth_scores(g["biqan_mean"].to_numpy(dtype=np.float64), smooth), start_index)[0]
 
 
 # --- sweeping ---------------------------------------------------------------------------------------------------

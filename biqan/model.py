@@ -222,6 +222,15 @@ def _crop_box(height: int, width: int, crop: int, rng: np.random.Generator | Non
     return int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1)), h, w
 
 
+def _scaled(image: np.ndarray | torch.Tensor, protocol: str, crop: int) -> torch.Tensor:
+    """The image as float RGB [3, H, W], resized first under the 'resize' protocol (the seed's 256 for crop 224)."""
+    tensor = as_rgb_tensor(image)
+    if protocol == "resize":
+        side = round(crop * RESIZE_RATIO)
+        tensor = F.interpolate(tensor[None], size=(side, side), mode="bilinear", align_corners=False)[0]
+    return tensor
+
+
 def prepare(
     image: np.ndarray | torch.Tensor,
     protocol: str = "native",
@@ -234,10 +243,7 @@ def prepare(
     1/2 each; without it (scoring) the crop is centred and nothing is flipped.
     """
     _check_protocol(protocol, crop)
-    tensor = as_rgb_tensor(image)
-    if protocol == "resize":
-        side = round(crop * RESIZE_RATIO)
-        tensor = F.interpolate(tensor[None], size=(side, side), mode="bilinear", align_corners=False)[0]
+    tensor = _scaled(image, protocol, crop)
     top, left, h, w = _crop_box(tensor.shape[1], tensor.shape[2], crop, rng)
     tensor = tensor[:, top : top + h, left : left + w]
     if rng is not None:
@@ -263,10 +269,7 @@ def prepare_tiles(
         raise BdnError(f"tiles must be a whole number >= 1, got {tiles!r}")
     if tiles == 1:
         return prepare(image, protocol, crop)[None]
-    tensor = as_rgb_tensor(image)
-    if protocol == "resize":
-        side = round(crop * RESIZE_RATIO)
-        tensor = F.interpolate(tensor[None], size=(side, side), mode="bilinear", align_corners=False)[0]
+    tensor = _scaled(image, protocol, crop)
     height, width = tensor.shape[1:]
     h, w = min(crop, height), min(crop, width)
     tops = sorted({round(t) for t in np.linspace(0, height - h, tiles)})
