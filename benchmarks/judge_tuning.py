@@ -54,17 +54,17 @@ def noise_choice(g: pd.DataFrame, factor: float) -> int:
 
 
 def wmv_choice(g: pd.DataFrame, window: int, patience: int | float) -> int:
-    best, best_index, since = math.inf, None, 0
+    """WMVJudge's own minimum-and-patience rule (bdn.dip.judges._MinTracker) over the table's variances."""
+    from bdn.dip.judges import _MinTracker
+
+    track = _MinTracker(len(g) + 1 if math.isinf(patience) else int(patience), sync_every=1)
     for index, value in enumerate(g[f"var{window}"].to_numpy()):
-        if np.isnan(value):
+        if np.isnan(value):  # before the first full window: no variance yet
             continue
-        if value < best:
-            best, best_index, since = value, index, 0
-        else:
-            since += 1
-            if since >= patience:
-                break
-    return len(g) - 1 if best_index is None else best_index
+        track.add(index, float(value))
+        if track.stopped:
+            break
+    return len(g) - 1 if track.best_iteration is None else track.best_iteration
 
 
 def biqan_choice(g: pd.DataFrame, start_index: int, smooth: float | None) -> int:
@@ -105,11 +105,18 @@ def candidates(stats: pd.DataFrame) -> list[tuple[str, str, Callable[[pd.DataFra
     return out
 
 
-def measure(stats: pd.DataFrame, choose: Callable[[pd.DataFrame], int]) -> pd.DataFrame:
+def by_image(stats: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(dataset, image, its snapshots sorted by iteration), once for every setting to replay."""
+    return [
+        (dataset, image, g.sort_values("iteration", kind="stable").reset_index(drop=True))
+        for (dataset, image), g in stats.groupby(["dataset", "image"], sort=True)
+    ]
+
+
+def measure(images: list[tuple[str, str, pd.DataFrame]], choose: Callable[[pd.DataFrame], int]) -> pd.DataFrame:
     """Per dataset: images, mean and worst gap (and its image), chosen and oracle mean PSNR."""
     rows = []
-    for (dataset, image), g in stats.groupby(["dataset", "image"], sort=True):
-        g = g.sort_values("iteration", kind="stable").reset_index(drop=True)
+    for dataset, image, g in images:
         psnr = g["psnr"].to_numpy(dtype=np.float64)
         chosen = choose(g)
         rows.append((dataset, image, int(g["iteration"].iloc[chosen]), psnr[chosen], np.nanmax(psnr)))
@@ -133,9 +140,9 @@ def measure(stats: pd.DataFrame, choose: Callable[[pd.DataFrame], int]) -> pd.Da
 
 
 def sweep(stats: pd.DataFrame) -> pd.DataFrame:
-    tables = []
+    images, tables = by_image(stats), []
     for order, (family, settings, choose) in enumerate(candidates(stats)):
-        tables.append(measure(stats, choose).assign(family=family, settings=settings, order=order))
+        tables.append(measure(images, choose).assign(family=family, settings=settings, order=order))
     return pd.concat(tables, ignore_index=True)
 
 
