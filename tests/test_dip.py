@@ -48,6 +48,7 @@ def with_noise(image: np.ndarray, sigma: float = 25, seed: int = 0) -> np.ndarra
 def test_parameter_counts_of_the_seed_nets():
     assert count_parameters(build_net("skip", 32, 3)) == 2_217_831  # the seed's run_BDN default
     assert count_parameters(build_net("skip_light", 32, 3)) == 574_915
+    assert count_parameters(build_net("skip64", 32, 3)) == 572_455  # bdn's default: a quarter of the seed's
     # BN running statistics are buffers: not counted, but present in the state_dict.
     assert any("running_mean" in key for key in build_net("skip_light", 32, 3).state_dict())
 
@@ -190,23 +191,24 @@ def test_dip_improves_on_the_noisy_image():
 class _Sabotaged(torch.nn.Module):
     """Wraps a net; its output turns white on one forward call, and it records the weights at every call."""
 
-    def __init__(self, net: torch.nn.Module, at: int) -> None:
+    def __init__(self, net: torch.nn.Module, at: int, record) -> None:
         super().__init__()
-        self.net, self.at, self.calls, self.weights = net, at, 0, []
+        # `record` (a list's append) survives the deep copy that makes a bf16 fit's mirror: both write one list.
+        self.net, self.at, self.calls, self.record = net, at, 0, record
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        self.weights.append(torch.cat([p.detach().reshape(-1) for p in self.net.parameters()]))
+        self.record(torch.cat([p.detach().reshape(-1) for p in self.net.parameters()]))
         out = self.net(x)
         return out * 0 + 1 if self.calls == self.at else out
 
 
-def test_fall_back_restores_the_last_good_weights(monkeypatch):
-    made = []
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fall_back_restores_the_last_good_weights(monkeypatch, precision):
+    weights = []  # weights[i] = the weights iteration i + 1 started from
 
     def sabotaged_net(*args):
-        made.append(_Sabotaged(build_net(*args), at=6))
-        return made[-1]
+        return _Sabotaged(build_net(*args), at=6, record=weights.append)
 
     monkeypatch.setattr(fit_module, "build_net", sabotaged_net)
     emas = {}
@@ -215,9 +217,9 @@ def test_fall_back_restores_the_last_good_weights(monkeypatch):
         emas[iteration] = frame.ema()
 
     clean = smooth_image(32)
-    config = tiny_config(num_iter=9, fallback_db=3.0)
+    config = tiny_config(num_iter=9, fallback_db=3.0, precision=precision)
     result = fit_dip(with_noise(clean), clean, config, on_iteration=keep, progress=False)
-    weights = made[0].weights  # weights[i] = the weights iteration i + 1 started from
+    assert len(weights) == 9 and result.precision == precision
     assert result.fallbacks == [6]
     assert [row["fallback"] for row in result.history] == [i == 6 for i in range(1, 10)]
     assert result.history[5]["psnr_noisy"] < result.history[4]["psnr_noisy"] - 3
