@@ -283,6 +283,35 @@ class DipProgress:
         return min(1.0, self.iteration / self.total) if self.total else 0.0
 
 
+def app_dip_limit_bytes() -> int:
+    """What one DIP fit may take on this server: BDN_APP_DIP_MEMORY_GB, else 4 GB or 70 % of the memory available
+    now, whichever is less (one visitor's 3000x2000 upload once took the server past 9 GB in a minute)."""
+    import os
+
+    from bdn.dip.memory import memory_budget_bytes
+
+    if os.environ.get("BDN_APP_DIP_MEMORY_GB", "").strip():
+        try:
+            return memory_budget_bytes(float(os.environ["BDN_APP_DIP_MEMORY_GB"]))
+        except ValueError:
+            raise BdnError("BDN_APP_DIP_MEMORY_GB: expected a number of gigabytes") from None
+    return min(4 * 2**30, memory_budget_bytes(None))
+
+
+def check_dip_memory(job, shape: tuple[int, ...]) -> None:
+    """One line, before any fitting, when DIP on this image would need more memory than the server allows."""
+    from bdn.dip.memory import job_bytes
+
+    need, limit = job_bytes(job), app_dip_limit_bytes()
+    if need > limit:
+        height, width = shape[:2]
+        raise BdnError(
+            f"DIP on this {width}x{height} image needs about {need / 2**30:.1f} GB, over this server's limit of "
+            f"{limit / 2**30:.1f} GB (BDN_APP_DIP_MEMORY_GB): crop or shrink it, or use `bdn denoise --method dip`, "
+            "which fits large images in tiles"
+        )
+
+
 class DipRun:
     """One DIP fit in a background thread: live progress, the judge's curve, cancel, the judge's chosen iterate.
 
@@ -372,6 +401,7 @@ class DipRun:
         from bdn.dip.fit import fit_dip
 
         job = prepare(self._image, sigma=self._sigma, iterations=self._iterations, seed=self._seed)
+        check_dip_memory(job, self._image.shape)
         judge = job.judge
         with self._lock:
             self._judge = getattr(judge, "name", None)

@@ -10,7 +10,7 @@ The Python API in one place: read and write images, add noise, measure, denoise.
     model = bdn.load_model("gp3_resnet_5x5_bn_3x3", channels=1)  # a trained network: uint8 [N,H,W,C] in and out
 """
 
-from bdn.errors import BdnError
+from bdn.errors import BdnError, BdnWarning
 from bdn.io import read_image, write_image
 from bdn.methods import METHODS, denoise
 from bdn.metrics import psnr, psnr_ssim, ssim
@@ -28,6 +28,7 @@ def load_model(name: str, channels: int = 1, *, weights=None, device="cpu"):
 
 __all__ = [
     "BdnError",
+    "BdnWarning",
     "METHODS",
     "add_noise",
     "denoise",

@@ -7,13 +7,14 @@ Outputs keep the input's name, format, bit depth and mode. A file whose output a
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from bdn.errors import BdnError
+from bdn.errors import BdnError, BdnWarning
 from bdn.io import IMAGE_EXTENSIONS, list_images, read_image, write_image
 from bdn.methods import denoise, get_method
 
@@ -22,6 +23,7 @@ from bdn.methods import denoise, get_method
 class BatchReport:
     rows: list[dict] = field(default_factory=list)  # one per processed or skipped file
     problems: list[str] = field(default_factory=list)  # one line per file or input that failed
+    notes: list[str] = field(default_factory=list)  # one line per thing a method said of a result (BdnWarning)
 
 
 def plan_outputs(inputs: list[Path], out: Path) -> dict[Path, Path]:
@@ -64,8 +66,15 @@ def denoise_files(
         try:
             pixels, info = read_image(source, min_size=spec.min_size)
             start = time.perf_counter()
-            result = denoise(pixels, method, **params)
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always", BdnWarning)
+                result = denoise(pixels, method, **params)
             seconds = time.perf_counter() - start
+            for warning in said:
+                if issubclass(warning.category, BdnWarning):
+                    report.notes.append(f"{source}: {warning.message}")
+                else:  # not ours: let Python show it as it would have
+                    warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
             write_image(target, result, info)
         except BdnError as error:
             report.problems.append(str(error))

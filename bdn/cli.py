@@ -47,6 +47,8 @@ def run_denoise(args: argparse.Namespace) -> int:
         print(markdown_table(pd.DataFrame(report.rows)))
     done = sum(row["status"] == "done" for row in report.rows)
     print(f"{done} denoised, {len(report.rows) - done} skipped, {len(report.problems)} failed")
+    for note in report.notes:
+        print(f"note: {note}")
     for problem in report.problems:
         print(f"failed: {problem}", file=sys.stderr)
     return 1 if report.problems else 0
@@ -203,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="denoise sample images with every method; figure and table")
     demo.add_argument("-o", "--output", default="results/demo", help="output folder (default results/demo)")
-    demo.add_argument("--methods", nargs="+", help="these methods (default: all but dip, which takes minutes)")
+    demo.add_argument("--methods", nargs="+", help="these methods (default: all; dip runs on a 128x128 crop)")
     demo.set_defaults(handler=run_demo)
 
     bench = commands.add_parser("bench", help="measure methods on datasets: PSNR, SSIM, time, memory")

@@ -248,3 +248,14 @@ def test_bdn_app_starts_streamlit_on_localhost(monkeypatch, capsys):
     assert calls[1][calls[1].index("--server.address") + 1] == "0.0.0.0"
     assert cli.main(["app", "--port", "0"]) == 1
     assert "--port must be between 1 and 65535" in capsys.readouterr().err
+
+
+def test_dip_run_refuses_an_image_over_the_servers_memory_limit(monkeypatch):
+    monkeypatch.setenv("BDN_APP_DIP_MEMORY_GB", "0.2")
+    noisy = logic.add_synthetic_noise(np.full((1024, 1536, 3), 0.5, np.float32), 25, seed=1)
+    run = logic.DipRun(noisy, 5, sigma=25, device="cpu").start()
+    assert run.wait(timeout=120)
+    progress = run.progress()
+    assert progress.result is None and progress.iteration == 0  # refused before the first iteration
+    assert progress.error.startswith("DIP on this 1536x1024 image needs about ")
+    assert "over this server's limit of 0.2 GB (BDN_APP_DIP_MEMORY_GB)" in progress.error

@@ -8,7 +8,7 @@ import pytest
 import bdn
 from bdn.cli import main
 from bdn.dip.denoise import pad_for_net, prepare
-from bdn.errors import BdnError
+from bdn.errors import BdnError, BdnWarning
 from bdn.io import read_image, write_image
 
 
@@ -83,15 +83,60 @@ def test_dip_time_budget_ends_the_fit(torch_one_thread, monkeypatch):
     monkeypatch.setattr(fit, "fit_dip", spy)
     _, noisy = _noisy_crop((64, 64))
     options = dict(iterations=200, init="none", net_type="skip_light", sigma=1.0)  # a judge that fires late
-    out = bdn.denoise(noisy, "dip", minutes=1e-9, **options)
-    assert out.shape == noisy.shape
+    with pytest.warns(BdnWarning, match="budget ended the fit at iteration 1, before its judge .noise. chose; "):
+        out = bdn.denoise(noisy, "dip", minutes=1e-9, **options)
     assert seen[-1].iterations == 1 and seen[-1].stopped_early  # the first iteration is past the budget
-    np.testing.assert_array_equal(out, seen[-1].ema[:64, :64])  # no choice made yet: the EMA output then
+    # One iteration in, the output is nothing like the image: the noisy input comes back, not that iterate.
+    np.testing.assert_array_equal(out, noisy)
     bdn.denoise(noisy, "dip", minutes=10, **{**options, "iterations": 3})
     assert seen[-1].iterations == 3  # a budget not reached changes nothing
     for bad in (0, -1.0, "5", True):
         with pytest.raises(BdnError, match="minutes must be a number > 0"):
             bdn.denoise(noisy, "dip", minutes=bad, **options)
+
+
+def test_budget_keeps_an_iterate_only_when_the_noise_level_says_it_beats_the_input():
+    from scipy.ndimage import gaussian_filter
+
+    from bdn.dip.denoise import better_than_input
+
+    clean, noisy = _noisy_crop((64, 64, 3))
+    assert better_than_input(gaussian_filter(noisy, (1, 1, 0)), noisy, 25.0)[0]  # a light smoothing: better
+    better, residual = better_than_input(gaussian_filter(noisy, (6, 6, 0)), noisy, 25.0)
+    assert not better and residual > 25 * 2**0.5  # a heavy blur removed the image too
+    assert better_than_input(clean, noisy, 25.0)[0]
+
+
+def test_tiles_cover_the_image_and_blend_back_exactly(monkeypatch, torch_one_thread):
+    import bdn.dip.denoise as denoise
+
+    assert denoise.plan_tiles(100, 90, 128, 32) == [(0, 0, 100, 90)]
+    boxes = denoise.plan_tiles(300, 200, 128, 32)
+    covered = np.zeros((300, 200), int)
+    for top, left, bottom, right in boxes:
+        assert bottom - top <= 128 and right - left <= 128
+        covered[top:bottom, left:right] += 1
+    assert covered.min() >= 1 and len(boxes) == 3 * 2
+    tops = sorted({box[0] for box in boxes})
+    assert all(b - a <= 128 - 32 for a, b in zip(tops, tops[1:], strict=False))  # neighbours overlap enough
+    # Tiles that give back their own pixels blend back to the image itself (weights sum to one everywhere).
+    monkeypatch.setattr(denoise, "_fit_one", lambda image, *args: (image.astype(np.float32), None))
+    image = np.random.default_rng(0).random((300, 200, 3), dtype=np.float32)
+    with pytest.warns(BdnWarning, match="in 6 tiles of at most 128x128, blended over 32 pixels .as asked."):
+        out = denoise.dip(image, tile=128, sigma=10)
+    np.testing.assert_allclose(out, image, atol=1e-6)
+    # Over the memory limit: tiles chosen by memory, and said so; a limit no tile fits is one line.
+    from bdn.dip.memory import fit_bytes
+
+    limit = fit_bytes("skip_light", 192, 192, 3, 32, "bf16") / 2**30
+    assert fit_bytes("skip_light", 320, 224, 3, 32, "bf16") > 1.8 * limit  # linear in the pixels
+    with pytest.warns(BdnWarning, match=f"over the {limit:.1f} GB limit"):
+        denoise.dip(image, sigma=10, memory_gb=limit, net_type="skip_light", precision="bf16")
+    with pytest.raises(BdnError, match="even a 64x64 tile needs more than the memory limit of 0.0 GB"):
+        denoise.dip(image, sigma=10, memory_gb=0.001)
+    for bad in (32, 100.5, "big", True):
+        with pytest.raises(BdnError, match="tile must be a whole number of pixels >= 64"):
+            denoise.dip(image, tile=bad)
 
 
 def test_cli_denoise_with_dip(tmp_path, torch_one_thread, capsys):
@@ -116,7 +161,8 @@ def test_cli_denoise_with_dip(tmp_path, torch_one_thread, capsys):
 
 
 def test_default_is_the_seeds_loop_and_the_shipped_init_a_blind_spot_fit(torch_one_thread):
-    """Default: the seed's loop stopped by the noise rule; the shipped masked init: a blind-spot fit, fixed budget."""
+    """Default: the seed's loop on the lean generator, stopped by the noise rule; the shipped masked init: a
+    blind-spot fit, fixed budget."""
     from bdn.dip.init import shipped_inits
 
     assert "polyu_masked" in shipped_inits()
@@ -124,6 +170,8 @@ def test_default_is_the_seeds_loop_and_the_shipped_init_a_blind_spot_fit(torch_o
     default = prepare(noisy)
     assert default.init_state is None and default.judge.name == "noise" and default.config.num_iter == 3000
     assert (default.config.input_base, default.config.mask_ratio, default.config.lr) == ("noise", 0.0, 0.01)
+    assert default.config.net_type == "skip64" and default.config.precision == "auto"
+    assert prepare(noisy, net_type="skip").config.net_type == "skip"  # the seed's own net, by name
     job = prepare(noisy, init="polyu_masked")
     assert job.config.mask_ratio == 0.5 and job.config.input_base == "image" and job.init_state is not None
     assert (job.config.num_iter, job.judge, job.config.lr, job.config.ema) == (400, None, 0.002, 0.95)

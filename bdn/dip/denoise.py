@@ -1,30 +1,52 @@
 """DIP as a method of `bdn.denoise()` and `bdn denoise --method dip`: one image in, its denoised version out.
 
 Any image size: the image is padded by reflection up to the sides the generator needs (multiples of 2**scales,
-at least its smallest side), fitted, and the padding cut off again. No clean image exists here. By default the
-seed's loop runs from a random start and a judge that needs no clean image (the noise rule) decides when to stop
-and which iterate to keep; `init="polyu_masked"` starts from the shipped masked initialisation and runs a blind-spot
-fit for a fixed budget instead, keeping the last EMA output (faster, lower on real camera noise).
+at least its smallest side), fitted, and the padding cut off again; an image too large for the memory at hand is
+fitted in overlapping tiles blended back. No clean image exists here. By default the seed's loop runs from a random
+start on bdn's lean generator (`DEFAULT_NET_TYPE`, in bf16 where the CPU or GPU has it) and a judge that needs no
+clean image (the noise rule) decides when to stop and which iterate to keep; `net_type="skip"` is the seed's own
+net. `init="polyu_masked"` starts from the shipped masked initialisation and runs a blind-spot fit for a fixed
+budget instead, keeping the last EMA output (lower on real camera noise).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
+import time
+import warnings
 
 import numpy as np
 
-from bdn.errors import BdnError
+from bdn.errors import BdnError, BdnWarning
 
-__all__ = ["DEFAULT_INIT", "DEFAULT_ITERATIONS", "DEFAULT_STOP", "DipJob", "dip", "pad_for_net", "prepare"]
+__all__ = [
+    "DEFAULT_INIT",
+    "DEFAULT_ITERATIONS",
+    "DEFAULT_NET_TYPE",
+    "DEFAULT_STOP",
+    "DipJob",
+    "better_than_input",
+    "dip",
+    "pad_for_net",
+    "plan_tiles",
+    "prepare",
+]
 
 # bdn's default is the seed's loop from a random start, stopped by the noise rule: measured on issue 3's five CC
 # crops, the shipped masked initialisation's blind-spot fit ('polyu_masked': fast, no judge needed) kept 35.81 dB
 # on average, under non-local means on the same crops (35.96) and 1.5 dB under the seed's loop's peak
 # (benchmarks/records/dip_default_cc_cpu.md), so it is offered, not chosen.
 DEFAULT_INIT = "none"
+# The generator of a fit from a random start: the seed's skip hourglass at 64 channels with zero padding, chosen on
+# PolyU-train crops (benchmarks/records/dip_lean_polyu_train_cpu.md): the seed's peak in as many iterations, each
+# several times cheaper (benchmarks/records/dip_speed_cpu.md).
+DEFAULT_NET_TYPE = "skip64"
 DEFAULT_ITERATIONS = {"masked": 400, "none": 3000}  # by kind of fit: blind-spot, or the seed's loop
 STOPS = ("auto", "noise", "wmv", "emv", "none")
 DEFAULT_STOP = "auto"  # 'none' for a blind-spot fit, 'noise' for the seed's loop
+TILE_OVERLAP = 32  # pixels two neighbouring tiles share, blended linearly
 # The noise rule's factor (residual <= factor x estimated sigma); see benchmarks/dip_noise_rule.py.
 DEFAULT_NOISE_FACTOR = 1.0
 
@@ -77,6 +99,7 @@ def prepare(
     lr: float | None = None,
     seed: int = 0,
     noise_factor: float = DEFAULT_NOISE_FACTOR,
+    precision: str = "auto",
 ) -> DipJob:
     """Everything `dip()` decides before fitting (benchmarks use it to fit exactly what users get)."""
     from bdn.dip.fit import DipConfig
@@ -87,7 +110,7 @@ def prepare(
         raise BdnError(f"dip: stop must be one of {', '.join(STOPS)}, got {stop!r}")
     init = None if init in (None, "none") else init
     metadata = {}
-    config = DipConfig(seed=seed)
+    config = DipConfig(net_type=DEFAULT_NET_TYPE, seed=seed, precision=precision)
     init_state = None
     if init is not None:
         from bdn.dip.init import check_init_fits, config_for_init, load_init
@@ -123,6 +146,119 @@ def prepare(
     return DipJob(padded, size, config, init_state, judge, grey_as_colour)
 
 
+def better_than_input(candidate: np.ndarray, noisy: np.ndarray, sigma: float) -> tuple[bool, float]:
+    """Whether `candidate` is estimated closer to the clean image than `noisy` is, from the noise level alone.
+
+    With y = x + n and an estimate x' that has not yet fitted the noise, mean((y - x')^2) ~ mean((x - x')^2) +
+    sigma^2, so x' has the smaller error iff its residual std against y is below sqrt(2) sigma. An early, blurry
+    iterate fails this (it has removed image as well as noise). Returns (better, residual std in 0-255 units).
+    """
+    residual = float(np.sqrt(np.mean((np.asarray(candidate, np.float64) - noisy) ** 2)) * 255.0)
+    return residual < math.sqrt(2.0) * sigma, residual
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Tiles (top, left, bottom, right) of at most tile x tile pixels covering the image, neighbours sharing at
+    least `overlap` pixels (for blending); one tile when the image fits in one."""
+
+    def starts(size: int) -> list[int]:
+        if size <= tile:
+            return [0]
+        count = math.ceil((size - overlap) / (tile - overlap))
+        return [round(i * (size - tile) / (count - 1)) for i in range(count)]
+
+    return [
+        (top, left, min(top + tile, height), min(left + tile, width))
+        for top in starts(height)
+        for left in starts(width)
+    ]
+
+
+def _blend_weight(box: tuple[int, int, int, int], height: int, width: int, overlap: int) -> np.ndarray:
+    """Weights that rise linearly across `overlap` pixels on the tile's sides that face a neighbour."""
+    top, left, bottom, right = box
+
+    def ramp(start: int, stop: int, size: int) -> np.ndarray:
+        n = stop - start
+        ramp_up = np.minimum(1.0, (np.arange(n) + 1.0) / (overlap + 1.0))
+        weight = np.ones(n)
+        if start > 0:
+            weight = np.minimum(weight, ramp_up)
+        if stop < size:
+            weight = np.minimum(weight, ramp_up[::-1])
+        return weight
+
+    return np.outer(ramp(top, bottom, height), ramp(left, right, width)).astype(np.float32)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """Run with `threads` torch threads, and give the process its own number back afterwards."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_number(name: str, value: object, integer: bool = False, least: float = 0.0) -> None:
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value > least or not math.isfinite(value):
+        what = "a whole number" if integer else "a number"
+        raise BdnError(f"dip: {name} must be {what} > {least:g}, got {value!r}")
+
+
+def _fit_one(
+    image: np.ndarray, sigma: float, minutes: float | None, options: dict, device, progress: bool
+) -> tuple[np.ndarray, str | None]:
+    """One DIP fit of `image` as `dip()` does it; returns the image to keep and a note for the user (or None)."""
+    from bdn.dip.fit import fit_dip
+
+    job = prepare(image, sigma, **options)
+    deadline = None if minutes is None else time.monotonic() + 60.0 * minutes
+    ran_out: list[int] = []
+
+    def out_of_time(iteration: int, frame) -> bool:
+        if time.monotonic() >= deadline:
+            ran_out.append(iteration)
+            return True
+        return False
+
+    result = fit_dip(
+        job.padded,
+        None,
+        job.config,
+        device=device,
+        init_state=job.init_state,
+        judge=job.judge,
+        progress=progress,
+        on_iteration=None if deadline is None else out_of_time,
+    )
+    chosen = job.crop(result.judge_image if result.judge_image is not None else result.ema)
+    if not ran_out or job.judge is None:  # finished as planned: the judge's choice, or the last EMA output
+        return chosen, None
+    # The budget ended the fit before its judge stopped it: keep what the judge holds only if the noise level says
+    # it beats the input (an early iterate is blurry), else the input itself.
+    iteration = result.judge_iteration if result.judge_image is not None else result.iterations
+    better, residual = better_than_input(chosen, image, sigma)
+    head = f"the {minutes:g}-minute budget ended the fit at iteration {ran_out[0]}, before its judge "
+    head += f"({job.judge.name}) chose"
+    if better:
+        return chosen, f"{head}; kept iteration {iteration}, estimated better than the input"
+    return image.astype(np.float32), (
+        f"{head}; returned the input unchanged: iteration {iteration} still differs from it by {residual:.1f} "
+        f"(0-255), more than noise of sigma {sigma:.1f} explains (give more minutes)"
+    )
+
+
 def dip(
     image: np.ndarray,
     sigma: float | None = None,
@@ -136,38 +272,110 @@ def dip(
     noise_factor: float = DEFAULT_NOISE_FACTOR,
     progress: bool = False,
     minutes: float | None = None,
+    precision: str = "auto",
+    threads: int | None = None,
+    tile: int | None = None,
+    memory_gb: float | None = None,
 ) -> np.ndarray:
     """Deep Image Prior on one image (float [0, 1], grey or RGB); returns the chosen EMA output, same shape.
 
-    sigma: the noise level (0-255) for the 'noise' judge; estimated from the image when left out.
-    iterations: the most iterations to run (default 400 for the blind-spot fit, 3000 for the seed's loop).
-    stop: 'auto' ('none' for a blind-spot fit, 'noise' otherwise), 'noise' (discrepancy principle), 'wmv', 'emv',
-    'none' (the last EMA output).
-    noise_factor: the noise rule stops once the residual std <= noise_factor x sigma (> 1 stops sooner).
-    init: 'none' (default: a random start and the seed's loop), a shipped initialisation's name ('polyu_masked') or
-    a safetensors file (see `bdn dip-init`); an initialisation fixes the net, input and fit settings.
-    net_type, lr: override the generator ('skip', 'skip_light') and the learning rate.
-    minutes: a time budget: the fit ends at the first iteration past it (or sooner, when the judge stops it) and
-    gives the judge's choice if it has made one, else the EMA output then. On a CPU the seed's loop costs seconds
-    an iteration at 512x512 (7.7 s with 2 threads on this project's Xeon), so a budget bounds a run that the judge
-    would let go on for hours.
+    Parameters
+    ----------
+    image : the noisy image, float32 (H, W) or (H, W, 3) in [0, 1]; any size (padded to the net's sides inside).
+    sigma : the noise level (0-255) for the 'noise' judge and the budget's safety check; estimated when left out.
+    iterations : the most iterations to run (default 400 for the blind-spot fit, 3000 for the seed's loop).
+    stop : 'auto' ('none' for a blind-spot fit, 'noise' otherwise), 'noise' (discrepancy principle), 'wmv', 'emv',
+        'none' (the last EMA output).
+    init : 'none' (default: a random start), a shipped initialisation's name ('polyu_masked') or a safetensors
+        file (see `bdn dip-init`); an initialisation fixes the net, input and fit settings.
+    net_type, lr : override the generator ('skip', 'skip_light', ...) and the learning rate.
+    noise_factor : the noise rule stops once the residual std <= noise_factor x sigma (> 1 stops sooner).
+    minutes : a time budget (split evenly over tiles). A fit that it ends before the judge has chosen keeps the
+        judge's current iterate only if the noise level says it beats the input (`better_than_input`), else
+        returns the input; either way a `BdnWarning` says which.
+    precision : 'auto' (bf16 where the CPU has AMX / AVX512-BF16 or the GPU bf16, else fp32), 'fp32' or 'bf16'.
+    threads : torch threads for this call (the process's own number is restored after).
+    tile : fit tiles of at most tile x tile pixels, blended over 32-pixel overlaps. Left out, tiles are used only
+        when the whole image would need more memory than `memory_gb` (see bdn/dip/memory.py), with a warning.
+    memory_gb : the memory a fit may use (default: BDN_DIP_MEMORY_GB, else 70 % of the memory available now).
+
+    Returns
+    -------
+    numpy.ndarray : float32, the image's shape.
+
+    Examples
+    --------
+    >>> clean = bdn.dip.denoise.dip(noisy, minutes=5)  # doctest: +SKIP
     """
-    import time
+    from bdn.devices import pick_device
+    from bdn.dip.memory import fit_bytes, memory_budget_bytes
+    from bdn.dip.nets import net_spec
+    from bdn.dip.precision import resolve_precision
+    from bdn.noise import estimate_noise_level
 
-    from bdn.dip.fit import fit_dip
+    _check_number("minutes", minutes)
+    _check_number("threads", threads, integer=True)
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int | np.integer) or tile < 64):
+        raise BdnError(f"dip: tile must be a whole number of pixels >= 64, got {tile!r}")
+    dev = pick_device(device, what="dip: device")
+    options = dict(iterations=iterations, stop=stop, init=init, net_type=net_type, lr=lr, seed=seed)
+    options.update(noise_factor=noise_factor, precision=resolve_precision(precision, dev))
+    with _torch_threads(None if threads is None else int(threads)):
+        whole = prepare(image, sigma, **options)  # checks every option before any work
+        config = whole.config
+        sigma = float(sigma) if sigma is not None else float(estimate_noise_level(image))
+        channels = whole.padded.shape[2] if whole.padded.ndim == 3 else 1
+        depth = config.input_depth if config.input_base == "noise" else channels
+        budget = memory_budget_bytes(memory_gb)
 
-    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, int | float) or not minutes > 0):
-        raise BdnError(f"dip: minutes must be a number > 0, got {minutes!r}")
-    job = prepare(image, sigma, iterations, stop, init, net_type, lr, seed, noise_factor)
-    deadline = None if minutes is None else time.monotonic() + 60.0 * minutes
-    result = fit_dip(
-        job.padded,
-        None,
-        job.config,
-        device=device,
-        init_state=job.init_state,
-        judge=job.judge,
-        progress=progress,
-        on_iteration=None if deadline is None else (lambda iteration, frame: time.monotonic() >= deadline),
-    )
-    return job.crop(result.judge_image if result.judge_image is not None else result.ema)
+        def need(height: int, width: int) -> int:
+            return fit_bytes(net_spec(config.net_type), height, width, channels, depth, options["precision"])
+
+        height, width = image.shape[:2]
+        tile_asked = tile
+        if tile is None and need(*whole.padded.shape[:2]) > budget:
+            tile = next((t for t in range(1024, 63, -64) if need(t, t) <= budget), None)
+            if tile is None:
+                raise BdnError(
+                    f"dip: even a 64x64 tile needs more than the memory limit of {budget / 2**30:.1f} GB "
+                    "(raise memory_gb or BDN_DIP_MEMORY_GB)"
+                )
+        boxes = plan_tiles(height, width, tile, TILE_OVERLAP) if tile is not None else [(0, 0, height, width)]
+        if len(boxes) == 1:
+            result, note = _fit_one(image, sigma, minutes, options, dev, progress)
+            if note:
+                warnings.warn(note, BdnWarning, stacklevel=2)
+            return result
+        why = (
+            f"the whole image would need {need(height, width) / 2**30:.1f} GB, over the {budget / 2**30:.1f} GB "
+            "limit; see memory_gb"
+            if tile_asked is None
+            else "as asked"
+        )
+        warnings.warn(
+            f"DIP on {width}x{height} pixels in {len(boxes)} tiles of at most {tile}x{tile}, blended over "
+            f"{TILE_OVERLAP} pixels ({why})",
+            BdnWarning,
+            stacklevel=2,
+        )
+        total = np.zeros(image.shape, np.float64)
+        weights = np.zeros((height, width), np.float64)
+        share = None if minutes is None else minutes / len(boxes)
+        notes = []
+        for box in boxes:
+            top, left, bottom, right = box
+            part, note = _fit_one(image[top:bottom, left:right], sigma, share, options, dev, progress)
+            notes += [note] if note else []
+            weight = _blend_weight(box, height, width, TILE_OVERLAP)
+            total[top:bottom, left:right] += part * (weight[..., None] if part.ndim == 3 else weight)
+            weights[top:bottom, left:right] += weight
+        if notes:
+            unchanged = sum("returned the input unchanged" in note for note in notes)
+            warnings.warn(
+                f"the {minutes:g}-minute budget ended {len(notes)} of {len(boxes)} tile fits before their judge "
+                f"chose: {len(notes) - unchanged} kept an iterate estimated better than their input, {unchanged} "
+                "returned their input unchanged (give more minutes)",
+                BdnWarning,
+                stacklevel=2,
+            )
+        return (total / (weights[..., None] if image.ndim == 3 else weights)).astype(np.float32)

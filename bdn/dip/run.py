@@ -85,6 +85,7 @@ from bdn.data import CLEAN_SUFFIX, Pair, centre_crop, clean_images, crop_to_mult
 from bdn.dip.fit import DipConfig, DipResult, _check_config, fit_dip, pick_device, ssim_torch
 from bdn.dip.judges import Judge, make_judge
 from bdn.dip.nets import NET_TYPES, build_net, min_size, net_spec, smallest_side
+from bdn.dip.precision import PRECISIONS
 from bdn.errors import BdnError
 from bdn.io import atomic_write_bytes, atomic_write_text, read_image, write_image
 from bdn.tensorfile import write_checkpoint
@@ -400,34 +401,6 @@ def _seed_txt(name: str, snapshots: dict[int, tuple[float, float]]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def _curves(history: list[dict], path: Path, name: str, peak: int | None, chosen: int | None) -> None:
-    from bdn.report import plt, save_figure
-
-    iterations = [row["iteration"] for row in history]
-    has_psnr = any(row["psnr"] is not None for row in history)
-    figure, axes = plt.subplots(1, 2 if has_psnr else 1, figsize=(11 if has_psnr else 5.5, 3.8), squeeze=False)
-    if has_psnr:
-        axis = axes[0, 0]
-        axis.plot(iterations, [row["psnr_raw"] for row in history], lw=0.6, alpha=0.6, label="raw output")
-        axis.plot(iterations, [row["psnr"] for row in history], lw=1.2, label="EMA output")
-        if peak is not None:
-            axis.axvline(peak, color="green", ls="--", lw=0.8, label=f"peak ({peak})")
-        if chosen is not None:
-            axis.axvline(chosen, color="red", ls=":", lw=0.8, label=f"chosen ({chosen})")
-        axis.set_xlabel("iteration")
-        axis.set_ylabel("PSNR against clean (dB)")
-        axis.legend(fontsize=8)
-        axis.grid(alpha=0.3)
-    axis = axes[0, -1]
-    axis.semilogy(iterations, [max(row["loss"], 1e-12) for row in history], lw=0.8)
-    axis.set_xlabel("iteration")
-    axis.set_ylabel("loss (MSE to the reference)")
-    axis.grid(alpha=0.3)
-    figure.suptitle(name)
-    figure.tight_layout()
-    save_figure(figure, path)
-
-
 def _choose(
     result: DipResult, judge: Judge | None, snapshots: dict[int, tuple[float, float]], has_clean: bool
 ) -> dict | None:
@@ -610,7 +583,9 @@ def _run_image(
                 choice["score"] = chosen_psnr
         choice["score"] = _finite(choice["score"])
         atomic_write_text(folder / "choice.json", json.dumps(choice, indent=2) + "\n")
-    _curves(
+    from bdn.report import dip_curves_figure
+
+    dip_curves_figure(
         result.history,
         folder / "curves.png",
         item.name,
@@ -831,6 +806,13 @@ def build_parser(prog: str = "run_BDN.py") -> argparse.ArgumentParser:
     add("--fallback_db", type=float, default=defaults.fallback_db, help="fall back on a drop of this many dB; 0: off")
     add("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     add("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add(
+        "--precision",
+        default=defaults.precision,
+        choices=PRECISIONS,
+        help="network arithmetic: auto (bf16 where the CPU has AMX/AVX512-BF16 or the GPU bf16, else fp32), fp32, "
+        "bf16 (float32 master weights, optimiser, loss and EMA either way)",
+    )
     add("--seed", type=int, default=defaults.seed)
     add(
         "--mask_ratio",
@@ -917,6 +899,7 @@ def _config(args: argparse.Namespace) -> DipConfig:
         fallback_db=fallback,
         mask_ratio=args.mask_ratio,
         seed=args.seed,
+        precision=args.precision,
     )
     _check_config(config)
     return config
