@@ -80,3 +80,44 @@ def grouped_bar_figure(
     axis.legend(fontsize=8, ncols=min(4, len(table.columns)))
     axis.grid(axis="y", alpha=0.3)
     return save_figure(figure, path)
+
+
+def dip_curves_figure(
+    history: Sequence[dict],
+    path: Path,
+    name: str,
+    peak: int | None,
+    chosen: int | None,
+    best: int | None = None,
+    chosen_label: str = "chosen",
+) -> Path:
+    """A DIP fit's curves (fit_dip's history rows): PSNR of the raw and EMA outputs against the clean image, with
+    the peak, the judge's choice and the best snapshot marked, beside the loss; the loss alone without a clean
+    image."""
+    iterations = [row["iteration"] for row in history]
+    has_psnr = any(row["psnr"] is not None for row in history)
+    figure, axes = plt.subplots(1, 2 if has_psnr else 1, figsize=(11 if has_psnr else 5.5, 3.8), squeeze=False)
+    if has_psnr:
+        axis = axes[0, 0]
+        axis.plot(iterations, [row["psnr_raw"] for row in history], lw=0.6, alpha=0.6, label="raw output")
+        axis.plot(iterations, [row["psnr"] for row in history], lw=1.2, label="EMA output")
+        if peak is not None:
+            axis.axvline(peak, color="green", ls="--", lw=0.8, label=f"peak ({peak})")
+        if chosen is not None:
+            axis.axvline(chosen, color="red", ls=":", lw=0.8, label=f"{chosen_label} ({chosen})")
+        if best is not None:
+            value = next((row["psnr"] for row in history if row["iteration"] == best), None)
+            if value is not None:
+                axis.plot([best], [value], "o", color="green", ms=5, label=f"best snapshot ({best})")
+        axis.set_xlabel("iteration")
+        axis.set_ylabel("PSNR against clean (dB)")
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    axis = axes[0, -1]
+    axis.semilogy(iterations, [max(row["loss"], 1e-12) for row in history], lw=0.8)
+    axis.set_xlabel("iteration")
+    axis.set_ylabel("loss (MSE to the reference)")
+    axis.grid(alpha=0.3)
+    figure.suptitle(name)
+    figure.tight_layout()
+    return save_figure(figure, path)
