@@ -142,6 +142,23 @@ def run_one(
     return row
 
 
+def seed_timing(threads: int, out: Path) -> list[float]:
+    """The seed setup's seconds per iteration here at 256 and 512 pixels (fp32, NCHW), timed by dip_speed.py in
+    fresh processes; kept in <out>/seed_timing.json so that a resumed run compares with the same figures."""
+    saved = out / "seed_timing.json"
+    if saved.exists():
+        return json.loads(saved.read_text())["sec_per_iter"]
+    speed = Path(__file__).parent / "dip_speed.py"
+    rows = []
+    for size in (256, 512):
+        command = [sys.executable, str(speed), "--worker", f"skip:{size}:fp32:nchw", "--threads", str(threads)]
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(output.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    saved.write_text(json.dumps({"sec_per_iter": [row["sec_per_iter"] for row in rows], "rows": rows}, indent=1))
+    return [row["sec_per_iter"] for row in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -161,6 +178,12 @@ def main() -> None:
         nargs=2,
         metavar=("S256", "S512"),
         help="the default's seconds per iteration here, timed alone (dip_speed.py --cases default:256 default:512)",
+    )
+    parser.add_argument(
+        "--seed-timing",
+        action="store_true",
+        help="time the seed's setup here first (dip_speed.py, fp32 in PyTorch's default layout, as the seed ran it) "
+        "and use it as --seed-sec-per-iter",
     )
     parser.add_argument("--init", help="measure dip(init=...) instead of the default (e.g. polyu_masked)")
     parser.add_argument("--checkpoint-every", type=int, default=50, help="iterations between saved states (0: none)")
@@ -183,6 +206,8 @@ def main() -> None:
         (args.out / f"{args.worker}.json").write_text(json.dumps(row, indent=1))
         return
     names = args.images or [f"{n}_c256" for n in CROP_IMAGES] + [f"{n}_full" for n in FULL_IMAGES]
+    if args.seed_timing:
+        args.seed_sec_per_iter = seed_timing(args.threads, args.out)
     for name in names:
         if (args.out / f"{name}.json").exists():
             continue
