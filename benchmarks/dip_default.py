@@ -72,6 +72,7 @@ def run_one(
     init: str | None = None,
     checkpoint_every: int = 50,
     device: str = "cpu",
+    also: tuple[str, ...] = (),
 ) -> dict:
     import torch
 
@@ -79,6 +80,7 @@ def run_one(
     from bdn.devices import pick_device
     from bdn.dip.denoise import prepare
     from bdn.dip.fit import fit_dip
+    from bdn.dip.judges import TUNED_WMV, make_judge
     from bdn.metrics import psnr
     from bdn.tensorfile import write_checkpoint
 
@@ -88,6 +90,10 @@ def run_one(
     options = {"init": init} if init else {}
     job = prepare(noisy, iterations=max(iterations, past_stop or 0) if iterations else None, **options)
     judge = _FrozenAfterStop(job.judge) if past_stop and job.judge is not None else job.judge
+    # Other judges watch the same fit from the side (fed the same outputs, never stopping it): each one's stop and
+    # choice, and the seconds the fit had taken at its stop, come from this one run.
+    settings = {"wmv": TUNED_WMV, "noise": {"noisy": job.padded}}
+    watchers = {other: _FrozenAfterStop(make_judge(other, **settings.get(other, {}))) for other in also}
     checkpoint = out / f"{name}.state.pt"
     resume, stamps, before = None, {}, 0.0
     if checkpoint.exists():
@@ -95,15 +101,20 @@ def run_one(
         resume, stamps = saved["fit"], {int(i): float(s) for i, s in saved["stamps"].tolist()}
         if judge is not None:
             judge.load_state(saved["judge"], device)
+        for other, watcher in watchers.items():
+            watcher.load_state(saved["watchers"][other], device)
         before = max(stamps.values(), default=0.0)
         print(f"{name}: resuming after iteration {resume['iteration']}", flush=True)
     start = time.perf_counter()
 
     def stamp(iteration: int, frame) -> None:
+        for watcher in watchers.values():
+            watcher.update(iteration, (frame.raw_tensor if watcher.source == "raw" else frame.ema_tensor)[0])
         stamps[iteration] = before + time.perf_counter() - start
         if checkpoint_every and iteration % checkpoint_every == 0:
             table = torch.tensor(sorted(stamps.items()), dtype=torch.float64)
             state = {"fit": frame.state(), "judge": judge.state() if judge is not None else {}, "stamps": table}
+            state["watchers"] = {other: watcher.state() for other, watcher in watchers.items()}
             write_checkpoint(checkpoint, state)
 
     result = fit_dip(
@@ -138,6 +149,13 @@ def run_one(
         "peak_mb": peak_rss_mb(),
         "config": repr(job.config),
     }
+    psnr_at = dict(zip(curve.iteration, curve.psnr, strict=True))  # the EMA output's PSNR, as the fit measured it
+    for other, watcher in watchers.items():
+        watched_stop = watcher.stop_iteration or result.iterations
+        row[f"{other}_chosen_iteration"] = watcher.choice()
+        row[f"{other}_chosen_psnr"] = psnr_at[watcher.choice()]
+        row[f"{other}_stop_iteration"] = watched_stop
+        row[f"{other}_seconds_to_choice"] = stamps[watched_stop]
     checkpoint.unlink(missing_ok=True)
     return row
 
@@ -186,6 +204,13 @@ def main() -> None:
         "and use it as --seed-sec-per-iter",
     )
     parser.add_argument("--init", help="measure dip(init=...) instead of the default (e.g. polyu_masked)")
+    parser.add_argument(
+        "--also-judges",
+        nargs="*",
+        default=[],
+        choices=("wmv", "noise"),
+        help="judges that watch the same fits from the side (wmv: bdn's tuned setting), each measured alone",
+    )
     parser.add_argument("--checkpoint-every", type=int, default=50, help="iterations between saved states (0: none)")
     parser.add_argument("--device", default="cpu", help="cpu (the figures), cuda for iteration counts on a GPU")
     parser.add_argument("--out", type=Path, default=Path("results/dip_default"))
@@ -202,6 +227,7 @@ def main() -> None:
             args.init,
             args.checkpoint_every,
             args.device,
+            tuple(args.also_judges),
         )
         (args.out / f"{args.worker}.json").write_text(json.dumps(row, indent=1))
         return
@@ -219,6 +245,8 @@ def main() -> None:
         if args.past_stop:
             command += ["--past-stop", str(args.past_stop)]
         command += ["--checkpoint-every", str(args.checkpoint_every), "--device", args.device]
+        if args.also_judges:
+            command += ["--also-judges", *args.also_judges]
         subprocess.run(command, check=True)
         print(json.loads((args.out / f"{name}.json").read_text()), flush=True)
     rows = pd.DataFrame([json.loads((args.out / f"{n}.json").read_text()) for n in names])
@@ -238,7 +266,12 @@ def main() -> None:
     if args.seed_sec_per_iter:
         rows["seed_time_to_peak_s"] = rows.seed_peak_iteration * per_iter(args.seed_sec_per_iter)
         rows["speedup"] = rows.seed_time_to_peak_s / seconds
+        for other in args.also_judges:
+            rows[f"{other}_speedup"] = rows.seed_time_to_peak_s / rows[f"{other}_seconds_to_choice"]
     rows["chosen_minus_seed_peak"] = rows.chosen_psnr - rows.seed_peak_psnr
+    for other in args.also_judges:
+        rows[f"{other}_chosen_minus_seed_peak"] = rows[f"{other}_chosen_psnr"] - rows.seed_peak_psnr
+        rows[f"{other}_gap_to_own_peak"] = rows.peak_psnr - rows[f"{other}_chosen_psnr"]
     rows["peak_minus_seed_peak"] = rows.peak_psnr - rows.seed_peak_psnr
     table = rows.drop(columns=["config"])
     table.to_csv(args.out / "summary.csv", index=False)
