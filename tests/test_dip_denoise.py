@@ -184,3 +184,18 @@ def test_default_is_the_seeds_loop_and_the_shipped_init_a_blind_spot_fit(torch_o
     assert grey.crop(grey.padded).shape == (40, 50)
     with pytest.raises(BdnError, match="is for net 'skip'"):
         prepare(noisy, init="polyu_masked", net_type="skip_light")
+
+
+def test_cli_prints_the_budgets_note_beside_the_file(tmp_path, torch_one_thread, capsys):
+    _, noisy = _noisy_crop((48, 48, 3))
+    write_image(tmp_path / "in.png", noisy)
+    params = ["minutes=1e-9", "net_type=skip_light", "sigma=1", "threads=1", "precision=fp32"]
+    code = main(
+        ["denoise", str(tmp_path / "in.png"), "-o", str(tmp_path / "out"), "--method", "dip"]
+        + [arg for param in params for arg in ("--param", param)]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"note: {tmp_path / 'in.png'}: the 1e-09-minute budget ended the fit at iteration 1" in out
+    assert "returned the input unchanged" in out
+    assert read_image(tmp_path / "out" / "in.png")[0].shape == (48, 48, 3)
