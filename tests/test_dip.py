@@ -76,7 +76,7 @@ def test_sizes_the_nets_accept():
 
 
 def test_bad_net_names_and_specs():
-    with pytest.raises(BdnError, match="unknown DIP net type 'unet'.*skip, skip_light"):
+    with pytest.raises(BdnError, match="unknown DIP net type 'unet'.*skip, skip64, skip_light"):
         build_net("unet", 32, 3)
     with pytest.raises(BdnError, match="channels_up has 2 entries"):
         build_net(replace(TINY, channels_up=(4, 8)), 3, 3)
