@@ -321,9 +321,12 @@ def dip(
     options = dict(iterations=iterations, stop=stop, init=init, net_type=net_type, lr=lr, seed=seed)
     options.update(noise_factor=noise_factor, precision=resolve_precision(precision, dev))
     with _torch_threads(None if threads is None else int(threads)):
-        whole = prepare(image, sigma, **options)  # checks every option before any work
-        config = whole.config
+        if stop not in STOPS:
+            raise BdnError(f"dip: stop must be one of {', '.join(STOPS)}, got {stop!r}")
+        # One blind estimate for the noise rule and the budget's check, shared by every tile (not one per judge).
         sigma = float(sigma) if sigma is not None else float(estimate_noise_level(image))
+        whole = prepare(image, sigma, **options)  # checks the other options before any fitting
+        config = whole.config
         channels = whole.padded.shape[2] if whole.padded.ndim == 3 else 1
         depth = config.input_depth if config.input_base == "noise" else channels
         budget = memory_budget_bytes(memory_gb)
