@@ -120,7 +120,7 @@ def test_tiles_cover_the_image_and_blend_back_exactly(monkeypatch, torch_one_thr
     tops = sorted({box[0] for box in boxes})
     assert all(b - a <= 128 - 32 for a, b in zip(tops, tops[1:], strict=False))  # neighbours overlap enough
     # Tiles that give back their own pixels blend back to the image itself (weights sum to one everywhere).
-    monkeypatch.setattr(denoise, "_fit_one", lambda image, *args: (image.astype(np.float32), None))
+    monkeypatch.setattr(denoise, "_fit_one", lambda job, image, *args: (image.astype(np.float32), None))
     image = np.random.default_rng(0).random((300, 200, 3), dtype=np.float32)
     with pytest.warns(BdnWarning, match="in 6 tiles of at most 128x128, blended over 32 pixels .as asked."):
         out = denoise.dip(image, tile=128, sigma=10)

@@ -217,12 +217,12 @@ def _check_number(name: str, value: object, integer: bool = False, least: float 
 
 
 def _fit_one(
-    image: np.ndarray, sigma: float, minutes: float | None, options: dict, device, progress: bool
+    job: DipJob, image: np.ndarray, sigma: float, minutes: float | None, device, progress: bool
 ) -> tuple[np.ndarray, str | None]:
-    """One DIP fit of `image` as `dip()` does it; returns the image to keep and a note for the user (or None)."""
+    """One DIP fit of `image` (prepared as `job`) as `dip()` does it; returns the image to keep and a note for the
+    user (or None)."""
     from bdn.dip.fit import fit_dip
 
-    job = prepare(image, sigma, **options)
     deadline = None if minutes is None else time.monotonic() + 60.0 * minutes
     ran_out: list[int] = []
 
@@ -308,8 +308,7 @@ def dip(
     >>> clean = bdn.dip.denoise.dip(noisy, minutes=5)  # doctest: +SKIP
     """
     from bdn.devices import pick_device
-    from bdn.dip.memory import fit_bytes, memory_budget_bytes
-    from bdn.dip.nets import net_spec
+    from bdn.dip.memory import job_bytes, memory_budget_bytes
     from bdn.dip.precision import resolve_precision
     from bdn.noise import estimate_noise_level
 
@@ -326,18 +325,11 @@ def dip(
         # One blind estimate for the noise rule and the budget's check, shared by every tile (not one per judge).
         sigma = float(sigma) if sigma is not None else float(estimate_noise_level(image))
         whole = prepare(image, sigma, **options)  # checks the other options before any fitting
-        config = whole.config
-        channels = whole.padded.shape[2] if whole.padded.ndim == 3 else 1
-        depth = config.input_depth if config.input_base == "noise" else channels
         budget = memory_budget_bytes(memory_gb)
-
-        def need(height: int, width: int) -> int:
-            return fit_bytes(net_spec(config.net_type), height, width, channels, depth, options["precision"])
-
         height, width = image.shape[:2]
         tile_asked = tile
-        if tile is None and need(*whole.padded.shape[:2]) > budget:
-            tile = next((t for t in range(1024, 63, -64) if need(t, t) <= budget), None)
+        if tile is None and job_bytes(whole) > budget:
+            tile = next((t for t in range(1024, 63, -64) if job_bytes(whole, t, t) <= budget), None)
             if tile is None:
                 raise BdnError(
                     f"dip: even a 64x64 tile needs more than the memory limit of {budget / 2**30:.1f} GB "
@@ -345,13 +337,13 @@ def dip(
                 )
         boxes = plan_tiles(height, width, tile, TILE_OVERLAP) if tile is not None else [(0, 0, height, width)]
         if len(boxes) == 1:
-            result, note = _fit_one(image, sigma, minutes, options, dev, progress)
+            result, note = _fit_one(whole, image, sigma, minutes, dev, progress)
             if note:
                 warnings.warn(note, BdnWarning, stacklevel=2)
             return result
         why = (
-            f"the whole image would need {need(height, width) / 2**30:.1f} GB, over the {budget / 2**30:.1f} GB "
-            "limit; see memory_gb"
+            f"the whole image would need {job_bytes(whole, height, width) / 2**30:.1f} GB, over the "
+            f"{budget / 2**30:.1f} GB limit; see memory_gb"
             if tile_asked is None
             else "as asked"
         )
@@ -367,7 +359,8 @@ def dip(
         notes = []
         for box in boxes:
             top, left, bottom, right = box
-            part, note = _fit_one(image[top:bottom, left:right], sigma, share, options, dev, progress)
+            part = image[top:bottom, left:right]
+            part, note = _fit_one(prepare(part, sigma, **options), part, sigma, share, dev, progress)
             notes += [note] if note else []
             weight = _blend_weight(box, height, width, TILE_OVERLAP)
             total[top:bottom, left:right] += part * (weight[..., None] if part.ndim == 3 else weight)

@@ -93,14 +93,16 @@ def memory_budget_bytes(memory_gb: float | None = None) -> int:
     return int(0.7 * free) if free else 8 * 2**30
 
 
-def job_bytes(job) -> int:
-    """`fit_bytes` for a prepared DIP job (bdn.dip.denoise.prepare): its padded image, net, input and precision."""
+def job_bytes(job, height: int | None = None, width: int | None = None) -> int:
+    """`fit_bytes` for a prepared DIP job (bdn.dip.denoise.prepare): its net, input and precision, on its padded
+    image or, given `height` and `width`, on an image of that size (a tile)."""
     from bdn.devices import pick_device
     from bdn.dip.precision import resolve_precision
 
     config = job.config
-    height, width = job.padded.shape[:2]
     channels = job.padded.shape[2] if job.padded.ndim == 3 else 1
     depth = config.input_depth if config.input_base == "noise" else channels
     precision = config.precision if config.precision != "auto" else resolve_precision("auto", pick_device("auto"))
+    if height is None or width is None:
+        height, width = job.padded.shape[:2]
     return fit_bytes(config.net_type, height, width, channels, depth, precision)
