@@ -56,6 +56,8 @@ def _prepared(net, image: np.ndarray, device: str):
     """(raw net on `device`, in its parameter dtype, and the image as a [1, C, H, W] tensor of that dtype)."""
     import torch
 
+    from bdn.tensors import to_nchw
+
     net = _raw_net(net).to(device)
     param = next(iter(net.parameters()), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -63,8 +65,7 @@ def _prepared(net, image: np.ndarray, device: str):
     expected = getattr(net, "channels", None)
     if expected is not None and expected != chw.shape[0]:
         raise BdnError(f"explain: the model takes {expected}-channel images, the image has {chw.shape[0]}")
-    x = torch.as_tensor(np.ascontiguousarray(chw), dtype=dtype, device=device)[None]
-    return net, x
+    return net, to_nchw(image, dtype, device)
 
 
 def net_output(net, image: np.ndarray, device: str = "cpu") -> np.ndarray:

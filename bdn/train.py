@@ -46,6 +46,7 @@ from bdn.cmdline import read_json
 from bdn.devices import pick_device
 from bdn.errors import BdnError
 from bdn.tensorfile import write_checkpoint
+from bdn.tensors import batch_to_nchw, to_image
 
 DEFAULTS: dict = {
     "model": {"name": "resnet_5x5_bn_3x3", "channels": 1},
@@ -290,7 +291,7 @@ class TrainingData:
             noisy = self._noisy(clean, rng)
         else:
             noisy, clean = random_patch_pairs(self.train_pairs, self.patch, count, rng)
-        noisy, clean = _nchw(noisy), _nchw(clean)
+        noisy, clean = batch_to_nchw(noisy), batch_to_nchw(clean)
         turns, flip = int(rng.integers(4)), bool(rng.integers(2))
         noisy, clean = (torch.rot90(t, turns, dims=(2, 3)) for t in (noisy, clean))
         if flip:
@@ -337,11 +338,6 @@ def _crop(image: np.ndarray, size: int | None) -> np.ndarray:
     return centre_crop(image, size)
 
 
-def _nchw(patches: np.ndarray) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(patches))
-    return tensor.unsqueeze(1) if tensor.ndim == 3 else tensor.permute(0, 3, 1, 2)
-
-
 def recalibrate_norms(
     net: torch.nn.Module, data: TrainingData, batches: int, batch_size: int, seed: int, device
 ) -> None:
@@ -383,9 +379,7 @@ def validate(net: torch.nn.Module, images: Sequence[tuple[str, np.ndarray, np.nd
     scores = []
     with torch.no_grad():
         for _, noisy, clean in images:
-            x = _nchw(noisy[None]).to(device)
-            out = net(x)[0].cpu().numpy()
-            out = out[0] if out.shape[0] == 1 else out.transpose(1, 2, 0)
+            out = to_image(net(batch_to_nchw(noisy[None]).to(device)))
             scores.append(psnr(clean, np.clip(out, 0, 1)))
     net.train()
     return float(np.mean(scores))

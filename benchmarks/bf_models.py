@@ -173,22 +173,10 @@ def model_entry(spec: str) -> Entry:
 def apply_net(net, image: np.ndarray, channels: int) -> np.ndarray:
     """The net's output for a float image (not clipped): a grey net runs on each colour channel alone (as the
     official BF-DnCNN is used on colour), a colour net sees a grey image as three equal channels."""
-    import torch
+    from bdn.models.run import receptive_reach, run_per_channel
 
-    from bdn.models.run import receptive_reach
-    from bdn.models.tiles import tiled
-
-    if image.ndim == 2:
-        planes = image[None, None] if channels == 1 else np.repeat(image[None, None], 3, axis=1)
-    else:
-        planes = image.transpose(2, 0, 1)[:, None] if channels == 1 else image.transpose(2, 0, 1)[None]
     overlap, align = receptive_reach(net)
-    with torch.inference_mode():
-        x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))
-        out = torch.cat([tiled(net, x[k : k + 1], 512, overlap, align) for k in range(x.shape[0])]).numpy()
-    if image.ndim == 2:
-        return out[0, 0] if channels == 1 else out[0].mean(axis=0)
-    return out[:, 0].transpose(1, 2, 0) if channels == 1 else out[0].transpose(1, 2, 0)
+    return run_per_channel(net, image, channels, 512, overlap, align)
 
 
 # --- FLOPs, timing (the folded forms timed here live in bdn.models.fast) -----------------------------------------
@@ -210,6 +198,8 @@ def flops_per_pixel(net, channels: int, size: int = FLOP_SIZE) -> float:
     import torch
     from torch import nn
 
+    from bdn.tensors import to_nchw
+
     total = 0
 
     def count(module, inputs, output) -> None:
@@ -223,7 +213,7 @@ def flops_per_pixel(net, channels: int, size: int = FLOP_SIZE) -> float:
     hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     try:
         # A noisy natural crop, not zeros: a gated model decides per image which blocks run.
-        x = torch.from_numpy(_speed_image(channels, size)).permute(2, 0, 1)[None]
+        x = to_nchw(_speed_image(channels, size))
         with torch.inference_mode():
             net.eval()(x)
     finally:
@@ -244,11 +234,12 @@ def time_model(source: str, anchors: str | Path, threads: int, form: str, size: 
     import torch
 
     from bdn.models.fast import inference_form, largest_difference
+    from bdn.tensors import to_nchw
 
     torch.set_num_threads(threads)
     net = load_net(source, anchors).eval()
     channels = getattr(net, "channels", 1) or 1
-    x = torch.from_numpy(_speed_image(channels, size)).permute(2, 0, 1)[None].contiguous()
+    x = to_nchw(_speed_image(channels, size))
     run = net if form == "eager" else inference_form(net, channels, form)
     max_diff = largest_difference(run, net, channels)
     loaded_mb = peak_rss_mb()

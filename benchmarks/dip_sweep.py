@@ -33,6 +33,7 @@ from bdn.dip.nets import NetSpec, net_spec
 from bdn.metrics import psnr
 from bdn.noise import estimate_noise_level
 from bdn.report import write_table
+from bdn.tensors import to_chw
 
 CHECKPOINTS = (100, 200, 300, 500, 750, 1000, 1500, 2000, 3000)
 
@@ -104,7 +105,7 @@ def main() -> None:
             noisy, clean = load_pair(pairs[image])
             noisy, clean = centre_crop(noisy, args.crop), centre_crop(clean, args.crop)
             residuals: list[torch.Tensor] = []
-            noisy_t = torch.from_numpy(noisy).permute(2, 0, 1)[None].to(device)
+            noisy_t = to_chw(noisy, device=device)[None]
 
             def residual(iteration: int, frame, noisy_t=noisy_t, residuals=residuals) -> None:
                 # The EMA output's distance to the noisy image (std, 0-255): what the 'noise' judge compares.

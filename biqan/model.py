@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bdn.errors import BdnError
+from bdn.tensors import to_chw
 
 __all__ = [
     "ARCHES",
@@ -185,21 +186,7 @@ def as_rgb_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     numpy follows bdn's layout ((H, W) or (H, W, 3), also (H, W, 1)); a torch tensor is (H, W), (C, H, W) or
     (1, C, H, W) with C 1 or 3 and stays on its device.
     """
-    if isinstance(image, np.ndarray):
-        if image.ndim == 3:
-            tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
-        elif image.ndim == 2:
-            tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
-        else:
-            raise BdnError(f"an image must be (H, W) or (H, W, 3), got shape {image.shape}")
-    else:
-        tensor = image.detach().float()
-        if tensor.ndim == 4 and tensor.shape[0] == 1:
-            tensor = tensor[0]
-        if tensor.ndim == 2:
-            tensor = tensor[None]
-        if tensor.ndim != 3:
-            raise BdnError(f"an image tensor must be (H, W), (C, H, W) or (1, C, H, W), got {list(image.shape)}")
+    tensor = to_chw(image, torch.float32)
     if tensor.shape[0] == 1:
         tensor = tensor.expand(3, -1, -1)
     if tensor.shape[0] != 3:

@@ -6,6 +6,7 @@ one short fit of 'skip_light' that must beat the noisy input.
 
 import io
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from bdn.dip.nets import NET_TYPES, NetSpec, build_net, check_size, count_parame
 from bdn.errors import BdnError
 from bdn.metrics import psnr, ssim
 from bdn.noise import estimate_noise_level
+from bdn.tensors import to_nchw
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -274,11 +276,7 @@ def test_torch_ssim_equals_scikit_image(rng):
     for shape in ((20, 24), (20, 24, 3)):
         clean = rng.random(shape)
         out = np.clip(clean + rng.normal(0, 0.1, shape), -0.1, 1.1)  # ssim clips the output, as bdn.metrics does
-
-        def nchw(a):
-            t = torch.from_numpy(a)
-            return (t[None] if t.ndim == 2 else t.permute(2, 0, 1))[None]
-
+        nchw = partial(to_nchw, dtype=torch.float64)
         assert float(ssim_torch(nchw(out), nchw(clean))) == pytest.approx(ssim(clean, out), abs=1e-10)
 
 

@@ -19,6 +19,7 @@ from bdn.models import autoencoder, mwcnn, rednet
 from bdn.models.autoencoder import ConvAutoencoder
 from bdn.models.mwcnn import MWCNN, haar_dwt, haar_iwt
 from bdn.models.rednet import REDNet
+from bdn.tensors import to_nchw
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -186,7 +187,7 @@ def noisy_patch():
     clean = data.camera()[200:264:2, 200:264:2].astype(np.float32) / 255  # 32x32 of edges and flat sky
     rng = np.random.default_rng(0)
     noisy = clean + rng.normal(0, 25 / 255, clean.shape).astype(np.float32)
-    return torch.from_numpy(noisy)[None, None], torch.from_numpy(clean)[None, None]
+    return to_nchw(noisy), to_nchw(clean)
 
 
 def _adam(net: torch.nn.Module, noisy: torch.Tensor, clean: torch.Tensor, steps: int, lr: float = 1e-3) -> list[float]:

@@ -9,6 +9,7 @@ from skimage import data
 
 from bdn.models.pridnet import PRIDNet, pridnet
 from bdn.models.unet import VAE, PixelShuffleUNet, UNet, kl_divergence, pixelshuffle_unet, unet, vae
+from bdn.tensors import to_nchw
 
 BUILDERS = {"pridnet": pridnet, "pixelshuffle_unet": pixelshuffle_unet, "unet": unet, "vae": vae}
 
@@ -29,11 +30,8 @@ def _build(name: str, channels: int, seed: int = 0) -> torch.nn.Module:
 
 def _patch(channels: int) -> torch.Tensor:
     """A 32x32 natural patch (scikit-image's camera or astronaut, every 4th pixel), [1, C, 32, 32] in [0, 1]."""
-    if channels == 1:
-        image = torch.from_numpy(data.camera()[100:228:4, 200:328:4].copy()).float()[None, None]
-    else:
-        image = torch.from_numpy(data.astronaut()[20:148:4, 160:288:4].copy()).float().permute(2, 0, 1)[None]
-    return image / 255.0
+    image = data.camera()[100:228:4, 200:328:4] if channels == 1 else data.astronaut()[20:148:4, 160:288:4]
+    return to_nchw(image) / 255.0
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))

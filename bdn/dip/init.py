@@ -42,6 +42,7 @@ from bdn.dip.nets import NET_TYPES, NetSpec, build_net, net_spec, smallest_side
 from bdn.errors import BdnError
 from bdn.io import list_images, read_image
 from bdn.tensorfile import read_tensors, save_tensors, shipped_files
+from bdn.tensors import batch_to_nchw
 
 __all__ = [
     "INIT_SCHEMES",
@@ -276,8 +277,7 @@ def _reptile_step(
 
 def _masked_batch(images: Sequence[np.ndarray], config: InitConfig, rng: np.random.Generator) -> torch.Tensor:
     patches = [_random_patch(images, config.patch, rng) for _ in range(config.batch)]
-    batch = torch.from_numpy(np.stack(patches))
-    batch = batch[:, None] if batch.ndim == 3 else batch.permute(0, 3, 1, 2)
+    batch = batch_to_nchw(np.stack(patches))
     # Flips and quarter turns: eight times the patches, no resampling.
     if rng.random() < 0.5:
         batch = batch.flip(3)

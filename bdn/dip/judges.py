@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from bdn.errors import BdnError
+from bdn.tensors import to_chw, to_image
 
 __all__ = [
     "JUDGES",
@@ -88,12 +89,7 @@ def _values(image: np.ndarray | torch.Tensor) -> torch.Tensor:
 def _hwc(image: np.ndarray | torch.Tensor) -> np.ndarray:
     """A bdn image (H, W) or (H, W, 3), float32, from numpy or from a tensor in (C, H, W) or (1, C, H, W)."""
     if isinstance(image, torch.Tensor):
-        x = image.detach().float().cpu()
-        if x.ndim == 4:
-            x = x[0]
-        if x.ndim == 3:
-            x = x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)
-        return x.numpy().astype(np.float32, copy=True)
+        return to_image(image)
     return np.array(image, dtype=np.float32, copy=True)
 
 
@@ -502,26 +498,21 @@ class _Reference:
 
     def on(self, device: torch.device) -> torch.Tensor:
         if self._chw is None or self._chw.device != device:
-            c = torch.from_numpy(self.image)
-            c = c[None] if c.ndim == 2 else c.permute(2, 0, 1)
-            self._chw = c.to(device=device, dtype=_float_dtype(device))
+            self._chw = to_chw(self.image, _float_dtype(device), device)
         return self._chw
 
     def as_chw(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """An iterate as (C, H, W) in the reference's dtype on its own device; BdnError for another shape."""
-        if isinstance(image, torch.Tensor):
-            x = image.detach()
-            x = x[0] if x.ndim == 4 else x
-            x = x[None] if x.ndim == 2 else x
-        else:
-            arr = np.asarray(image, dtype=np.float64)
-            x = torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-        reference = self.on(x.device)
+        mismatch = f"judge {self.judge}: iterate has shape {tuple(image.shape)}, {self.what} image {self.image.shape}"
+        x = image if isinstance(image, torch.Tensor) else np.asarray(image, dtype=np.float64)
+        reference = self.on(x.device if isinstance(x, torch.Tensor) else torch.device("cpu"))
+        try:
+            x = to_chw(x, reference.dtype, reference.device)
+        except BdnError:
+            raise BdnError(mismatch) from None
         if x.shape != reference.shape:
-            raise BdnError(
-                f"judge {self.judge}: iterate has shape {tuple(image.shape)}, {self.what} image {self.image.shape}"
-            )
-        return x.to(reference.dtype)
+            raise BdnError(mismatch)
+        return x
 
 
 _LEAST_ESTIMATE = 1e-3  # 0-255 units

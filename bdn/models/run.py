@@ -57,24 +57,32 @@ def denoise_with_model(
 
     `engine`: 'torch' runs the model with its batch norms folded (bdn.models.fast.fast_form), 'onnxruntime'
     through onnxruntime (faster on CPUs; the first call records an ONNX file into the cache folder)."""
-    import torch
-
     from bdn.models.fast import inference_form
-    from bdn.models.tiles import tiled
 
     channels = 1 if image.ndim == 2 else 3
     net, takes = _net_for(model, channels, weights)
     overlap, align = receptive_reach(net)
     run = inference_form(net, takes, engine)
-    if image.ndim == 2:
-        planes = image[None, None] if takes == 1 else np.repeat(image[None, None], 3, axis=1)
-    else:
-        planes = image.transpose(2, 0, 1)[:, None] if takes == 1 else image.transpose(2, 0, 1)[None]
+    return np.clip(run_per_channel(run, image, takes, tile, overlap, align), 0.0, 1.0).astype(np.float32)
+
+
+def run_per_channel(run, image: np.ndarray, takes: int, tile: int, overlap: int, align: int) -> np.ndarray:
+    """`run` over `image` through tiles (bdn.models.tiles.tiled), in the image's layout, not clipped.
+
+    A net that `takes` one channel runs on each colour channel alone; one that takes three sees a grey image
+    as three equal channels and gives back their mean.
+    """
+    import torch
+
+    from bdn.models.tiles import tiled
+    from bdn.tensors import to_image, to_nchw
+
     with torch.inference_mode():
-        x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))
-        out = torch.cat([tiled(run, x[k : k + 1], tile, overlap, align) for k in range(x.shape[0])]).numpy()
-    if image.ndim == 2:
-        result = out[0, 0] if takes == 1 else out[0].mean(axis=0)
-    else:
-        result = out[:, 0].transpose(1, 2, 0) if takes == 1 else out[0].transpose(1, 2, 0)
-    return np.clip(result, 0.0, 1.0).astype(np.float32)
+        x = to_nchw(image)
+        if takes == 1:
+            x = x.transpose(0, 1).contiguous()  # each channel on its own: (C, 1, H, W)
+        elif x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        out = torch.cat([tiled(run, x[k : k + 1], tile, overlap, align) for k in range(x.shape[0])])
+    result = to_image(out.transpose(0, 1) if takes == 1 else out)
+    return result.mean(axis=2) if image.ndim == 2 and takes == 3 else result
