@@ -33,6 +33,7 @@ import torch
 
 from bdn.errors import BdnError
 from bdn.tensors import to_chw, to_image
+from bdn.torch_metrics import psnr_torch
 
 __all__ = [
     "JUDGES",
@@ -681,8 +682,7 @@ class OracleJudge:
     def update(self, iteration: int, image: np.ndarray | torch.Tensor) -> bool:
         self._seen.see(iteration)
         x = self._clean.as_chw(image).clamp(0.0, 1.0)
-        mse = torch.mean((x - self._clean.on(x.device)) ** 2)
-        psnr = -10.0 * torch.log10(mse)
+        psnr = psnr_torch(x, self._clean.on(x.device))
         self._iterations.append(int(iteration))
         self._psnrs.append(psnr)
         # Keep the best image on the device without asking the host which one it is.
