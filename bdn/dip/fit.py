@@ -23,7 +23,7 @@ against the clean image, PSNR against the noisy image) are computed in torch and
 buffer that reaches the host once every `show_iter` iterations; SSIM is computed in torch too (the same formula
 and window as scikit-image's defaults) and only at snapshots. scikit-image measures only the final figures.
 On CUDA, since nothing in an iteration waits for the host, each iteration is replayed as one CUDA graph
-(`_Graphs`; 2.5-5x faster on an H100 up to 256x256). Adam is PyTorch's fused kernel (4x faster on the CPU too).
+(bdn/dip/graphs.py; 2.5-5x faster on an H100 up to 256x256). Adam is PyTorch's fused kernel (4x faster on the CPU too).
 
 Resuming: `frame.state()` (inside `on_iteration`) returns the whole state of the loop after that iteration as CPU
 tensors and plain numbers (weights, Adam's moments, the EMA, the fall-back's saved weights, the oracle's best
@@ -34,10 +34,8 @@ exactly what an uninterrupted one gives (tested in tests/test_run_bdn.py). A jud
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -47,6 +45,7 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from bdn.devices import pick_device
+from bdn.dip.graphs import GraphedIteration, cudnn_autotune
 from bdn.dip.judges import Judge
 from bdn.dip.nets import NetSpec, build_net, check_size, count_parameters, net_spec
 from bdn.dip.precision import PRECISIONS, Bf16Mirror, flatten_parameters, resolve_precision
@@ -84,7 +83,7 @@ class DipConfig:
     mask_ratio: float = 0.0
     seed: int = 0
     channels_last: bool | None = None  # None: chosen by device and net width (see pick_memory_format)
-    cuda_graph: bool | None = None  # None: on CUDA, replay each iteration as one CUDA graph (see _Graphs)
+    cuda_graph: bool | None = None  # None: on CUDA, replay each iteration as one CUDA graph (see bdn/dip/graphs.py)
     # 'auto': bf16 where the CPU has AMX / AVX512-BF16 or the GPU has bf16, else fp32; 'bf16' runs the network in
     # bfloat16 with float32 master weights, optimiser, loss, EMA and metrics (see bdn/dip/precision.py).
     precision: str = "auto"
@@ -378,77 +377,6 @@ class DipFrame:
         return self._state()
 
 
-def _cudnn_context(device: torch.device) -> contextlib.AbstractContextManager:
-    # One image size for the whole fit: let cuDNN pick its fastest algorithms, and restore the flags after.
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    cudnn = torch.backends.cudnn
-    return cudnn.flags(
-        enabled=cudnn.enabled, benchmark=True, deterministic=cudnn.deterministic, allow_tf32=cudnn.allow_tf32
-    )
-
-
-class _Graphs:
-    """Runs the iteration's device work (`core`) as one CUDA graph after a few eager warm-up iterations.
-
-    On a GPU the DIP loop is bound by launching hundreds of small kernels, not by arithmetic. Measured with
-    fit_dip on an H100 (colour, torch 2.11), eager -> graph, ms an iteration: 'skip' 256x256 14.7 -> 4.6,
-    512x512 15.5 -> 13.6 (there the arithmetic dominates); 'skip_light' 256x256 12.5 -> 2.2, 512x512 10.8 -> 4.4.
-    With graphs, a judge that reads its variance every iteration (WMV, sync_every=1) cost under 1 %. The loop
-    was written without host syncs and with fixed buffers so that it can be captured. The first iterations
-    run eagerly on a side stream (cuDNN picks its algorithms, lazy state is made), the next
-    one is captured and every later one replays it. If capture fails, the fit goes on eagerly with a warning.
-    """
-
-    warmup = 3
-
-    def __init__(
-        self, device: torch.device, core: Callable[[bool], None], zero_grad: Callable[[], None], generator
-    ) -> None:
-        self.device, self.core, self.zero_grad, self.generator = device, core, zero_grad, generator
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.eager = False
-        self.done = 0
-
-    def step(self, first: bool) -> None:
-        if self.graph is not None:
-            self.graph.replay()
-        elif self.eager or self.done < self.warmup:
-            self._eager(first)
-        else:
-            self._capture()
-        self.done += 1
-
-    def _eager(self, first: bool) -> None:
-        if self.eager:  # capture failed: plain eager iterations from now on
-            self.zero_grad()
-            self.core(first)
-            return
-        side = torch.cuda.Stream(self.device)
-        current = torch.cuda.current_stream(self.device)
-        side.wait_stream(current)
-        with torch.cuda.stream(side):
-            self.zero_grad()
-            self.core(first)
-        current.wait_stream(side)
-
-    def _capture(self) -> None:
-        graph = torch.cuda.CUDAGraph()
-        try:
-            graph.register_generator_state(self.generator)  # our own generator must advance on each replay
-            self.zero_grad()  # the captured backward then writes fresh gradients
-            with torch.cuda.graph(graph):
-                self.core(False)
-        except (RuntimeError, AttributeError) as error:
-            warnings.warn(f"CUDA graph capture failed, running eagerly: {error}", RuntimeWarning, stacklevel=3)
-            self.eager = True
-            torch.cuda.synchronize(self.device)
-            self._eager(False)
-            return
-        self.graph = graph
-        graph.replay()  # capturing recorded the work without doing it
-
-
 def _resume_item(state: Mapping[str, object], key: str) -> object:
     try:
         return state[key]
@@ -676,7 +604,7 @@ def fit_dip(
             p_ema, p_raw = (_psnr(ema, clean_t), _psnr(raw, clean_t)) if clean_t is not None else (nan, nan)
             torch.stack([loss.detach(), p_ema, p_raw, p_noisy, fell.to(row.dtype)], out=row)
 
-    graphs = _Graphs(dev, core, zero_grad, gen) if use_graph else None
+    graphs = GraphedIteration(dev, core, zero_grad, gen) if use_graph else None
     try:
         from tqdm.auto import tqdm
 
@@ -693,7 +621,7 @@ def fit_dip(
     stopped_early = False
     start = time.perf_counter()
     t = start_iteration
-    with _cudnn_context(dev):
+    with cudnn_autotune(dev):
         for t in range(start_iteration + 1, config.num_iter + 1):
             if graphs is not None:
                 graphs.step(first=t == 1)
