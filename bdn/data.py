@@ -382,6 +382,33 @@ def make_polyu_split(ids: Iterable[str], heldout: int = 30) -> dict[str, str]:
     return {image_id: "heldout" if image_id in held else "train" for image_id in ids}
 
 
+def scene_group(name: str) -> str:
+    """What a validation split holds out whole: a PolyU crop's 'camera/scene' (crops of one shot are
+    near-duplicates, so one on each side would flatter validation), any other image's own name."""
+    try:
+        return "/".join(polyu_group(name))
+    except BdnError:
+        return name
+
+
+def split_by_scene(names: Iterable[str], fraction: float, seed: int) -> set[str]:
+    """The names held out for validation: a seeded `fraction` of the scene groups (`scene_group`), at least one
+    and never all, each group whole. The same names, fraction and seed always give the same split.
+
+    BdnError when the names make fewer than 2 groups.
+    """
+    names = list(names)
+    groups = sorted({scene_group(name) for name in names})
+    if len(groups) < 2:
+        raise BdnError(
+            f"{len(groups)} source image(s) (a PolyU scene counts once); at least 2 are needed (whole images are "
+            "held out for validation)"
+        )
+    count = min(len(groups) - 1, max(1, round(fraction * len(groups))))
+    held = {groups[k] for k in np.random.default_rng(seed).permutation(len(groups))[:count]}
+    return {name for name in names if scene_group(name) in held}
+
+
 def write_polyu_split(ids: Iterable[str], path: str | Path) -> None:
     """Write the split CSV (id,camera,scene,split) that `make_polyu_split` gives for `ids`."""
     split = make_polyu_split(ids)
@@ -390,7 +417,9 @@ def write_polyu_split(ids: Iterable[str], path: str | Path) -> None:
     writer.writerow(["id", "camera", "scene", "split"])
     for image_id, side in split.items():
         writer.writerow([image_id, *polyu_group(image_id), side])
-    Path(path).write_text(buffer.getvalue(), encoding="utf-8")
+    from bdn.io import atomic_write_text
+
+    atomic_write_text(path, buffer.getvalue())
 
 
 def _split_text(name: str | Path | None) -> tuple[str, str]:

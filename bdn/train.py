@@ -45,6 +45,7 @@ import torch
 from bdn.cmdline import read_json
 from bdn.devices import pick_device
 from bdn.errors import BdnError
+from bdn.noise import NOISE_MODELS, add_noise
 from bdn.tensorfile import write_checkpoint
 from bdn.tensors import batch_to_nchw, to_image
 
@@ -231,24 +232,20 @@ def _pairs(dataset, channels: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return loaded
 
 
-def _group(name: str, kind: str) -> str:
-    """What validation holds out whole: a PolyU scene (its shots are near-duplicates), else the image."""
-    from bdn.data import polyu_group
+def split_validation(names: Sequence[str], fraction: float) -> set[str]:
+    """The validation names: bdn.data.split_by_scene with a fixed seed, so every run and every resume of every
+    config validates on the same images (whole PolyU scenes at a time)."""
+    from bdn.data import split_by_scene
 
-    if kind == "pairs":
-        try:
-            return "/".join(polyu_group(name))
-        except BdnError:
-            return name
-    return name
+    return split_by_scene(names, fraction, VALIDATION_SEED)
 
 
-def split_validation(names: Sequence[str], fraction: float, kind: str) -> set[str]:
-    """Deterministic validation names: every k-th group in sorted order (k = round(1 / fraction)), at least one."""
-    groups = sorted({_group(n, kind) for n in names})
-    step = max(2, round(1 / fraction))
-    held = set(groups[step // 2 :: step]) or {groups[0]}
-    return {n for n in names if _group(n, kind) in held}
+VALIDATION_SEED = 12345  # the validation images and their noise: the same for every run and every resume
+
+# The kinds a patch's noise is drawn from by probability (additive Gaussian takes the rest), and the bdn.noise
+# model each config key names where the two differ.
+_DRAWN_KINDS = ("multiplicative", "salt_pepper", "uniform")
+_NOISE_MODEL = {"additive": "gaussian"}
 
 
 class TrainingData:
@@ -265,8 +262,8 @@ class TrainingData:
             names = [n for n, _, _ in pairs]
         if len(names) < 2:
             raise BdnError(f"data.dataset {data['dataset']!r}: needs at least 2 images (one kept for validation)")
-        held = split_validation(names, data["val_fraction"], self.kind)
-        rng = np.random.default_rng(12345)  # validation noise: fixed for every run and every resume
+        held = split_validation(names, data["val_fraction"])
+        rng = np.random.default_rng(VALIDATION_SEED)  # validation noise: fixed for every run and every resume
         crop = data["val_crop"]
         self.validation: list[tuple[str, np.ndarray, np.ndarray]] = []
         if self.kind == "synthetic":
@@ -275,7 +272,7 @@ class TrainingData:
                 if name in held:
                     clean = _crop(image, crop)
                     for sigma in data["val_sigmas"]:
-                        noisy = clean + rng.normal(0, sigma / 255, clean.shape).astype(np.float32)
+                        noisy = add_noise(clean, "gaussian", sigma, rng=rng)
                         self.validation.append((f"{name}@{sigma}", noisy, clean))
         else:
             self.train_pairs = [(noisy, clean) for n, noisy, clean in pairs if n not in held]
@@ -299,35 +296,17 @@ class TrainingData:
         return noisy.contiguous(), clean.contiguous()
 
     def _noisy(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Each patch gets one kind of noise at a strength drawn from its range: additive Gaussian unless drawn
-        for multiplicative, salt-and-pepper or uniform by their probabilities."""
-        count = clean.shape[0]
-        shape = (count,) + (1,) * (clean.ndim - 1)
-        low, high = self.noise["additive"]
-        sigma_add = rng.uniform(low, high, count).reshape(shape) / 255
-        low, high = self.noise["multiplicative"]
-        sigma_mul = rng.uniform(low, high, count).reshape(shape) / 255
-        multiplicative = (rng.random(count) < self.noise["multiplicative_probability"]).reshape(shape)
-        noise = rng.standard_normal(clean.shape).astype(np.float32)
-        noisy = np.where(multiplicative, clean * (1 + sigma_mul * noise), clean + sigma_add * noise)
-        # Drawn only when asked for, so configs without them keep their random stream (and their resumes).
-        if self.noise["salt_pepper_probability"] or self.noise["uniform_probability"]:
-            kind = rng.random(count)
-            taken = self.noise["multiplicative_probability"]
-            for name in ("salt_pepper", "uniform"):
-                share = self.noise[f"{name}_probability"]
-                chosen = ((kind >= taken) & (kind < taken + share)).reshape(shape)
-                taken += share
-                low, high = self.noise[name]
-                strength = rng.uniform(low, high, count).reshape(shape)
-                if name == "salt_pepper":
-                    hit = rng.random(clean.shape) < strength
-                    other = np.where(rng.random(clean.shape) < 0.5, 0.0, 1.0)
-                    replaced = np.where(hit, other, clean)
-                else:
-                    replaced = clean + rng.uniform(-1, 1, clean.shape) * strength / 255
-                noisy = np.where(chosen, replaced, noisy)
-        return noisy.astype(np.float32)
+        """Each patch gets one kind of noise, drawn by bdn.noise's model, at a strength drawn from its range:
+        multiplicative, salt-and-pepper or uniform by their probabilities, additive Gaussian otherwise."""
+        kinds = _DRAWN_KINDS + ("additive",)
+        edges = np.cumsum([self.noise[f"{kind}_probability"] for kind in _DRAWN_KINDS])
+        chosen = np.searchsorted(edges, rng.random(clean.shape[0]), side="right")
+        noisy = np.empty_like(clean, dtype=np.float32)
+        for k, kind in enumerate(kinds[c] for c in chosen):
+            low, high = self.noise[kind]
+            model = NOISE_MODELS[_NOISE_MODEL.get(kind, kind)]
+            noisy[k] = model.function(clean[k].astype(np.float64), rng.uniform(low, high), rng)
+        return noisy
 
 
 def _crop(image: np.ndarray, size: int | None) -> np.ndarray:

@@ -116,32 +116,18 @@ def source_image(path: Path) -> str:
     return path.parent.name
 
 
-def source_group(path: Path) -> str:
-    """What validation holds out whole: a PolyU scene (its crops are near-duplicates: camera and scene from the
-    image id), else the source image itself."""
-    from bdn.names import polyu_group
-
-    image = source_image(path)
-    try:
-        return "/".join(polyu_group(image))
-    except BdnError:
-        return image
-
-
 def split_by_image(paths: Sequence[Path], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """(training indices, validation indices): a seeded `fraction` of the source images (at least one) held out,
-    whole PolyU scenes at a time."""
-    groups = [source_group(p) for p in paths]
-    images = sorted(set(groups))
-    if len(images) < 2:
-        raise BdnError(
-            f"the score files name iterates of {len(images)} source image(s); at least 2 are needed (whole images "
-            "are held out for validation)"
-        )
-    count = min(len(images) - 1, max(1, round(fraction * len(images))))
-    held = {images[k] for k in np.random.default_rng(seed).permutation(len(images))[:count]}
-    train = [k for k, group in enumerate(groups) if group not in held]
-    val = [k for k, group in enumerate(groups) if group in held]
+    whole PolyU scenes at a time (bdn.data.split_by_scene over the iterates' source images)."""
+    from bdn.data import split_by_scene
+
+    sources = [source_image(p) for p in paths]
+    try:
+        held = split_by_scene(sources, fraction, seed)
+    except BdnError as error:
+        raise BdnError(f"the score files name iterates of {error}") from None
+    train = [k for k, source in enumerate(sources) if source not in held]
+    val = [k for k, source in enumerate(sources) if source in held]
     return train, val
 
 

@@ -152,7 +152,7 @@ def test_synthetic_batches_hold_blind_noise(clean_folder):
 
 def test_validation_holds_out_whole_polyu_scenes():
     names = [f"Canon5D2_5_160_3200_chair_{k}" for k in (10, 11, 12)] + [f"Sony_4-5_125_3200_plant_{k}" for k in (1, 2)]
-    held = split_validation(names, 0.5, "pairs")
+    held = split_validation(names, 0.5)
     assert held and all(n.split("_")[-2] == next(iter(held)).split("_")[-2] for n in held)
     assert len(held) in (2, 3)
 
