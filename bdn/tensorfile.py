@@ -1,7 +1,9 @@
 """Weights on disk: safetensors files (plain tensors + string metadata, no pickle) and the ones bdn ships.
 
-Shared by the DIP initialisations and the feed-forward models, so both write atomically, read with one kind of
-error message, and find shipped files the same way (package data `bdn.checkpoints`, the top-level checkpoints/).
+Shared by the DIP initialisations, the feed-forward models and BIQAN, so all write atomically, read with one kind
+of error message, and find shipped files the same way (package data `bdn.checkpoints`, the top-level
+checkpoints/): `shipped_files` lists them, `find_weights` takes a shipped name or a path. Training checkpoints
+(torch.save of plain values) are written by `write_checkpoint` and read back by `read_checkpoint`.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ if TYPE_CHECKING:  # torch loads only when tensors are read or written: listing 
 
 
 def save_tensors(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write tensors + metadata as safetensors, atomically (a temporary file renamed into place)."""
-    from safetensors.torch import save_file
+    """Write tensors + metadata as safetensors, atomically (bdn.io.atomic_write_bytes)."""
+    from safetensors.torch import save
+
+    from bdn.io import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in state.items()}, metadata=metadata))
 
 
 def read_tensors(path: str | Path, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -57,6 +59,19 @@ def shipped_files(prefix: str) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
+def find_weights(name_or_path: str | Path, prefix: str, what: str) -> Path:
+    """A shipped file's name (`checkpoints/<prefix><name>.safetensors`) or the path of a file; BdnError naming
+    what ships otherwise. `what` names the kind of file in the message ('initialisation', 'model')."""
+    shipped = shipped_files(prefix)
+    if str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    names = ", ".join(shipped) or "none installed"
+    raise BdnError(f"{what} {str(name_or_path)!r}: no such file and no shipped {what} of that name ({names})")
+
+
 def write_checkpoint(path: str | Path, state: dict) -> None:
     """A training checkpoint (plain tensors, numbers, strings) via torch.save, written atomically."""
     import io
@@ -70,16 +85,19 @@ def write_checkpoint(path: str | Path, state: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def read_checkpoint(path: str | Path, fmt: int, what: str) -> dict:
-    """A training checkpoint written with torch.save (plain tensors, numbers, strings), read without pickle
-    (`weights_only=True`) and checked to carry `format == fmt`; BdnError 'damaged ... delete it' otherwise."""
+def read_checkpoint(
+    path: str | Path, fmt: int | None, what: str, remedy: str = "delete it to train from the start"
+) -> dict:
+    """A checkpoint written by `write_checkpoint` (plain tensors, numbers, strings), read without pickle
+    (`weights_only=True`) and checked to be a dict carrying `format == fmt` (any dict when `fmt` is None);
+    BdnError '<path> is damaged (<why>); <remedy>' otherwise."""
     import torch
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != fmt:
+        if not isinstance(state, dict) or (fmt is not None and state.get("format") != fmt):
             raise ValueError(f"not a {what} checkpoint")
     except Exception as error:  # damaged files raise many types; all mean the same here
         detail = " ".join(str(error).split())[:120]
-        raise BdnError(f"{path} is damaged ({detail}); delete it to train from the start") from None
+        raise BdnError(f"{path} is damaged ({detail}); {remedy}") from None
     return state

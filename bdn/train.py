@@ -46,7 +46,7 @@ from bdn.cmdline import read_json
 from bdn.devices import pick_device
 from bdn.errors import BdnError
 from bdn.noise import NOISE_MODELS, add_noise
-from bdn.tensorfile import write_checkpoint
+from bdn.tensorfile import read_checkpoint, write_checkpoint
 from bdn.tensors import batch_to_nchw, to_image
 
 DEFAULTS: dict = {
@@ -368,13 +368,7 @@ def validate(net: torch.nn.Module, images: Sequence[tuple[str, np.ndarray, np.nd
 
 
 def _load_checkpoint(path: Path, config: dict) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError("not a bdn.train checkpoint")
-    except Exception as error:  # damaged files raise many types; all mean the same here
-        detail = " ".join(str(error).split())[:120]
-        raise BdnError(f"{path} is damaged ({detail}); delete it to train from the start") from None
+    state = read_checkpoint(path, CHECKPOINT_FORMAT, "bdn.train")
     saved = merge_config(json.loads(state["config"]), str(path))  # keys added to bdn since get their defaults
     saved["train"]["epochs"] = config["train"]["epochs"]  # more (or fewer) epochs may be asked for on a resume
     if saved != config:

@@ -41,7 +41,7 @@ from bdn.dip.fit import DipConfig, _check_config, fit_dip, pick_device
 from bdn.dip.nets import NET_TYPES, NetSpec, build_net, net_spec, smallest_side
 from bdn.errors import BdnError
 from bdn.io import list_images, read_image
-from bdn.tensorfile import read_tensors, save_tensors, shipped_files
+from bdn.tensorfile import find_weights, read_checkpoint, read_tensors, save_tensors, shipped_files, write_checkpoint
 from bdn.tensors import batch_to_nchw
 
 __all__ = [
@@ -188,14 +188,7 @@ def shipped_inits() -> dict[str, Path]:
 
 def find_init(name_or_path: str | Path) -> Path:
     """A shipped initialisation's name, or the path of a safetensors file."""
-    shipped = shipped_inits()
-    if str(name_or_path) in shipped:
-        return shipped[str(name_or_path)]
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    names = ", ".join(shipped) or "none installed"
-    raise BdnError(f"init {str(name_or_path)!r}: no such file and no shipped initialisation of that name ({names})")
+    return find_weights(name_or_path, "dip_", "initialisation")
 
 
 def _read(name_or_path: str | Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -317,10 +310,7 @@ def learn_init(
     settings = _settings(config, channels)
     step = 0
     if state_path.exists():
-        try:
-            saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a torn or foreign file: torch raises many kinds
-            raise BdnError(f"{state_path}: unreadable progress file ({error.__class__.__name__}); remove it") from None
+        saved = read_checkpoint(state_path, None, "DIP initialisation progress", "remove it")
         if saved.get("config") != settings:
             raise BdnError(f"{state_path}: an unfinished run with other settings; remove it or use the same ones")
         net.load_state_dict(saved["net"])
@@ -386,6 +376,4 @@ def _save_progress(path: Path, net, optimizer, rng: np.random.Generator, step: i
     }
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    write_checkpoint(path, state)
