@@ -134,12 +134,15 @@ def load_anchor(name: str, folder: str | Path):
 
 
 def load_net(source: str, anchors: str | Path):
-    """The module of an Entry's source, in eval mode."""
+    """(the module of an Entry's source in eval mode, its registry entry)."""
+    from bdn.models import get_model_spec
     from bdn.models.weights import load_weights
 
     if source.startswith("anchor:"):
-        return load_anchor(source.removeprefix("anchor:"), anchors)
-    return load_weights(source)[0]
+        name = source.removeprefix("anchor:")
+        return load_anchor(name, anchors), get_model_spec("bf_dncnn" if name.startswith("bias_free") else "dncnn")
+    net, metadata = load_weights(source)
+    return net, get_model_spec(metadata["model"])
 
 
 def file_digest(path: Path) -> str:
@@ -170,13 +173,15 @@ def model_entry(spec: str) -> Entry:
     return Entry(label, str(path.resolve()), channels, metadata.get("bias_free") == "True", file_digest(path))
 
 
-def apply_net(net, image: np.ndarray, channels: int) -> np.ndarray:
+def apply_net(net, image: np.ndarray, channels: int, spec=None) -> np.ndarray:
     """The net's output for a float image (not clipped): a grey net runs on each colour channel alone (as the
-    official BF-DnCNN is used on colour), a colour net sees a grey image as three equal channels."""
-    from bdn.models.run import receptive_reach, run_per_channel
+    official BF-DnCNN is used on colour), a colour net sees a grey image as three equal channels. Through 512-pixel
+    tiles with the context and grid of `spec` (the net's registry entry); a module without one runs whole."""
+    from bdn.models.run import run_per_channel
 
-    overlap, align = receptive_reach(net)
-    return run_per_channel(net, image, channels, 512, overlap, align)
+    if spec is None:
+        return run_per_channel(net, image, channels, max(image.shape[:2]), 0, 1)
+    return run_per_channel(net, image, channels, 512, spec.reach, spec.multiple)
 
 
 # --- FLOPs, timing (the folded forms timed here live in bdn.models.fast) -----------------------------------------
@@ -237,7 +242,7 @@ def time_model(source: str, anchors: str | Path, threads: int, form: str, size: 
     from bdn.tensors import to_nchw
 
     torch.set_num_threads(threads)
-    net = load_net(source, anchors).eval()
+    net = load_net(source, anchors)[0].eval()
     channels = getattr(net, "channels", 1) or 1
     x = to_nchw(_speed_image(channels, size))
     run = net if form == "eager" else inference_form(net, channels, form)
@@ -369,8 +374,8 @@ def net_denoiser(entry: Entry, anchors: Path, nets: dict) -> Callable[[], Denois
     def factory() -> Denoiser:
         if entry.source not in nets:
             nets[entry.source] = load_net(entry.source, anchors)
-        net = nets[entry.source]
-        return lambda image: apply_net(net, image, entry.channels)
+        net, spec = nets[entry.source]
+        return lambda image: apply_net(net, image, entry.channels, spec)
 
     return factory
 
@@ -511,7 +516,7 @@ def speed_rows(
 
         def work(entry=entry, form=form, label=label) -> dict:
             print(f"speed: {label} ...", flush=True)
-            net = load_net(entry.source, anchors)
+            net, _ = load_net(entry.source, anchors)
             command = [sys.executable, __file__, "--worker-speed", entry.source, "--threads", str(threads)]
             command += ["--anchors", str(anchors), "--speed-size", str(size), "--form", form]
             output = subprocess.run(command, env=env, capture_output=True, text=True, check=False)

@@ -49,6 +49,16 @@ def test_every_bias_free_family_has_a_biased_twin():
     assert not MODELS["dncnn"].bias_free
 
 
+def test_a_name_registers_once_and_ships_only_grey_or_colour_weights():
+    from bdn.models.registry import register_model
+
+    with pytest.raises(ValueError, match="'dncnn' is registered twice"):
+        register_model("dncnn", bias_free=False, reach=1, summary="again")(build_model)
+    with pytest.raises(ValueError, match="shipped colours must be among grey, colour"):
+        register_model("another", bias_free=False, reach=1, shipped=("gray",), summary="misspelt")
+    assert "another" not in MODELS
+
+
 @pytest.mark.parametrize("size", [(1, 1), (5, 9), (64, 64), (33, 70)])
 def test_pyramid_models_take_any_size(size):
     net = build_model("gp3_resnet_5x5_bn_3x3", 3).eval()

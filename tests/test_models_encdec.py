@@ -15,7 +15,7 @@ import pytest
 import torch
 from skimage import data
 
-from bdn.models import autoencoder, mwcnn, rednet
+from bdn.models import autoencoder, get_model_spec, mwcnn, rednet
 from bdn.models.autoencoder import ConvAutoencoder
 from bdn.models.mwcnn import MWCNN, haar_dwt, haar_iwt
 from bdn.models.rednet import REDNet
@@ -143,13 +143,13 @@ def test_haar_subbands_on_known_patterns():
 # --- reach, tracing, fitting ---------------------------------------------------------------------------------
 
 
-def _measured_reach(net: torch.nn.Module, size: int) -> int:
+def _measured_reach(net: torch.nn.Module, multiple: int, size: int) -> int:
     """The farthest input pixel with a non-zero gradient on one output pixel, over every phase of the net's grid."""
     torch.manual_seed(1)
     worst = 0
     centre = size // 2
-    for dy in range(net.multiple):
-        for dx in (0, net.multiple - 1):
+    for dy in range(multiple):
+        for dx in (0, multiple - 1):
             x = torch.rand(1, net.channels, size, size, requires_grad=True)
             net(x)[0, :, centre + dy, centre + dx].sum().backward()
             ys, xs = torch.nonzero(x.grad[0].abs().sum(0), as_tuple=True)
@@ -160,13 +160,14 @@ def _measured_reach(net: torch.nn.Module, size: int) -> int:
 
 @pytest.mark.parametrize("name, want", [("autoencoder", (20, 4)), ("rednet", (10, 1)), ("mwcnn", (63, 8))])
 def test_reach_bounds_the_receptive_field(name, want):
-    """`reach` (the tile overlap that makes tiling exact away from the borders) bounds the true influence and is
-    tight: an overstated reach only costs time, an understated one would leave seams."""
+    """The registry's `reach` (the tile overlap that makes tiling exact away from the borders) bounds the true
+    influence and is tight: an overstated reach only costs time, an understated one would leave seams."""
+    spec = get_model_spec(name)
+    assert (spec.reach, spec.multiple) == want
     torch.manual_seed(0)
-    net = NARROW[name](1).eval()
-    assert (net.reach, net.multiple) == want
-    measured = _measured_reach(net, size=2 * (net.reach + 2 * net.multiple))
-    assert net.reach - net.multiple <= measured <= net.reach
+    net = NARROW[name](1).eval()  # the registered structure, narrower: the reach is the same
+    measured = _measured_reach(net, spec.multiple, size=2 * (spec.reach + 2 * spec.multiple))
+    assert spec.reach - spec.multiple <= measured <= spec.reach
 
 
 @pytest.mark.parametrize("name", MODULES)

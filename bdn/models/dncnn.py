@@ -12,6 +12,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from bdn.models.layers import conv, norm_layer
+from bdn.models.registry import register_model
+
+REACH = 24  # 20 layers of 3x3 reach 20 pixels; the tile overlap keeps 4 to spare
 
 
 class DnCNN(nn.Module):
@@ -31,11 +34,13 @@ class DnCNN(nn.Module):
         return x - self.last_layer(h)
 
 
+@register_model("bf_dncnn", bias_free=True, reach=REACH, summary="bias-free DnCNN, 20 layers x 64 (Mohan et al.)")
 def bf_dncnn(channels: int = 1) -> DnCNN:
     """The published BF-DnCNN shape: 20 layers of 64 channels, bias-free."""
     return DnCNN(channels, bias_free=True)
 
 
+@register_model("dncnn", bias_free=False, reach=REACH, summary="DnCNN with biases, the bias-free one's twin")
 def dncnn(channels: int = 1) -> DnCNN:
     """Its biased twin (the standard DnCNN with batch norm), for the generalisation test."""
     return DnCNN(channels, bias_free=False)

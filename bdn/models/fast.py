@@ -123,9 +123,10 @@ def _channels_last_helps(net: nn.Module) -> bool:
     """Plain stacks of convolutions gain from channels-last on the CPU; the encoder-decoders' reshapes (pixel
     shuffle, wavelets, attention) are unmeasured there, so they keep the default layout."""
     from bdn.models.dncnn import DnCNN
+    from bdn.models.pyramid import PyramidDenoiser
     from bdn.models.resnet import ResNetDenoiser
 
-    base = getattr(net, "base", net)
+    base = net.base if isinstance(net, PyramidDenoiser) else net
     return isinstance(base, DnCNN | ResNetDenoiser)
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bdn.models.layers import conv, pad_to_multiple
+from bdn.models.registry import register_model
 
 
 def haar_dwt(x: torch.Tensor) -> torch.Tensor:
@@ -67,9 +68,6 @@ class MWCNN(nn.Module):
         self.decoder = nn.ModuleList(
             _block(w, w, 4 * c, last_relu=False) for c, w in zip(above, widths, strict=True)
         )  # decoder[i] serves level i + 1, like encoder[i]; forward runs it from the bottom up
-        # How far (in pixels) an input pixel can change the output, for the overlap of tiles: level i's four 3x3
-        # convolutions reach 4 of its pixels (2^i wide), its DWT/IWT pair half a pixel more (tests measure it).
-        self.reach = sum(4 * 2**level + 2 ** (level - 1) for level in range(1, len(widths) + 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padded, (height, width) = pad_to_multiple(x, self.multiple)
@@ -85,6 +83,17 @@ class MWCNN(nn.Module):
         return (padded + h)[..., :height, :width]
 
 
+@register_model(
+    "mwcnn",
+    bias_free=False,
+    # How far (in pixels) an input pixel can change the output, for the overlap of tiles: level i's four 3x3
+    # convolutions reach 4 of its pixels (2^i wide), its DWT/IWT pair half a pixel more: (8 + 1) + (16 + 2) +
+    # (32 + 4) over the 3 levels (tests measure it)
+    reach=63,
+    multiple=8,
+    shipped=("colour",),
+    summary="MWCNN (Liu et al. 2018): U-Net with Haar wavelet down and inverse up",
+)
 def builder(channels: int) -> nn.Module:
     """The registry's `mwcnn`: widths (32, 64, 128), 3 Haar levels, residual output."""
     return MWCNN(channels)

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bdn.models.layers import conv, pad_to_multiple
+from bdn.models.registry import register_model
 from bdn.models.unet import conv_pair, he_init
 
 
@@ -124,6 +125,15 @@ class PRIDNet(nn.Module):
         return (padded - noise)[..., :height, :width]
 
 
+@register_model(
+    "pridnet",
+    bias_free=False,
+    reach=128,  # its tiles get 128 pixels of context, on the grid of its coarsest pooling
+    multiple=32,
+    exact_tiles=False,  # channel attention and the fusion's weights pool over the whole tile
+    shipped=("colour",),
+    summary="PRIDNet (Zhao et al. 2019): channel attention, pyramid pooling, kernel fusion",
+)
 def pridnet(channels: int) -> PRIDNet:
     """The registry's PRIDNet: 16 features, pooling scales 1-16."""
     return PRIDNet(channels)

@@ -15,6 +15,12 @@ from torch.nn import functional as F
 from bdn.models.layers import pad_to_multiple
 
 
+def pyramid_reach(base_reach: int, levels: int) -> int:
+    """The tile overlap for a base model reaching `base_reach` pixels run on every level: at the coarsest level
+    one pixel spans 2^(levels-1) input pixels, and each level's blur and upsampling reach 8 more."""
+    return base_reach * 2 ** (levels - 1) + 8 * (levels - 1)
+
+
 def blur(x: torch.Tensor) -> torch.Tensor:
     """5x5 binomial low-pass ([1, 4, 6, 4, 1] / 16 each way) per channel, reflect padding (replicate where a side is
     too short to reflect). Built as four 2x2 box averages in a row, which is exactly that kernel: no constant

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bdn.models.layers import conv
+from bdn.models.registry import register_model
 
 
 class REDNet(nn.Module):
@@ -39,8 +40,6 @@ class REDNet(nn.Module):
             nn.ConvTranspose2d(features, channels if k == 0 else features, 3, padding=1) for k in reversed(range(half))
         )
         self.skips = tuple(range(2, half, 2))  # k with p_k added to q_k (k = 0, the input, is the residual)
-        self.multiple = 1  # no stride: no padding, any tile grid
-        self.reach = depth  # how far an input pixel can change the output (tile overlap): 1 pixel a 3x3 layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = [x]  # p_0 .. p_n
@@ -54,6 +53,13 @@ class REDNet(nn.Module):
         return x + h
 
 
+@register_model(
+    "rednet",
+    bias_free=False,
+    reach=10,  # how far an input pixel can change the output (tile overlap): 1 pixel a 3x3 layer, 10 layers
+    shipped=("colour",),  # no stride: no padding, any tile grid (multiple 1)
+    summary="RED-Net-10 (Mao et al. 2016): conv/deconv x 64, symmetric skips every 2",
+)
 def builder(channels: int) -> nn.Module:
     """The registry's `rednet`: RED-Net-10, 64 channels, residual output."""
     return REDNet(channels)

@@ -12,6 +12,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from bdn.models.layers import BlockGate, DiffReLU, ScaleNorm, conv, norm_layer
+from bdn.models.pyramid import PyramidDenoiser, pyramid_reach
+from bdn.models.registry import register_model
 
 KINDS = ("plain", "sparse", "gated")
 
@@ -120,3 +122,68 @@ class ResNetDenoiser(nn.Module):
         """The sparse blocks' mean activity from the last training forward pass (None for other kinds)."""
         found = [b.activity for b in self.blocks if isinstance(b, SparseBlock) and b.activity is not None]
         return torch.stack(found).mean() if found else None
+
+
+# --- registry entries ------------------------------------------------------------------------------------------
+
+REACH = 16  # the stem, two 3x3 a block and the head reach 13 pixels (5 plain blocks); the tile overlap keeps 3 more
+FAMILIES = {  # name: (blocks, stem kernel, kind)
+    "resnet_5x5_bn_3x3": (5, 5, "plain"),
+    "sparse_resnet_5x5_bn_3x3": (5, 5, "sparse"),
+    "sparse_resnet_4x5_bn_3x3": (4, 5, "sparse"),
+    "gated_resnet_5x5_bn_3x3": (5, 5, "gated"),
+}
+PYRAMIDS = {"lp": "laplacian", "gp": "gaussian"}  # name prefix: kind
+SHIPPED = {  # the trained weights in checkpoints/ (benchmarks/ship_models.py puts them there)
+    "resnet_5x5_bn_3x3": ("grey", "colour"),
+    "sparse_resnet_5x5_bn_3x3": ("grey", "colour"),
+    "sparse_resnet_4x5_bn_3x3": ("grey", "colour"),
+    "gp3_resnet_5x5_bn_3x3": ("grey",),
+}
+
+
+def _builder(blocks: int, stem: int, kind: str, bias_free: bool, pyramid: str | None = None, levels: int = 1):
+    """channels -> the resnet, or the resnet shared over a pyramid of `levels` of kind `pyramid`."""
+
+    def build(channels: int) -> nn.Module:
+        base = ResNetDenoiser(channels, blocks=blocks, stem_kernel=stem, kind=kind, bias_free=bias_free)
+        return base if pyramid is None else PyramidDenoiser(base, levels=levels, kind=pyramid)
+
+    return build
+
+
+def _register_resnets() -> None:
+    """Each family, its biased twin and its two 3-level pyramids."""
+    levels = 3
+    for name, (blocks, stem, kind) in FAMILIES.items():
+        exact = kind != "gated"  # a gated block switches on or off per tile, as it does per image
+        register_model(
+            name,
+            bias_free=True,
+            reach=REACH,
+            exact_tiles=exact,
+            shipped=SHIPPED.get(name, ()),
+            summary=f"{kind} resnet, {stem}x{stem} stem, {blocks} blocks of bias-free batch norm + 3x3",
+        )(_builder(blocks, stem, kind, bias_free=True))
+        register_model(
+            f"{name}_biased",
+            bias_free=False,
+            reach=REACH,
+            exact_tiles=exact,
+            shipped=SHIPPED.get(f"{name}_biased", ()),
+            summary=f"{name} with biases (its twin)",
+        )(_builder(blocks, stem, kind, bias_free=False))
+        for prefix, pyramid in PYRAMIDS.items():
+            register_model(
+                f"{prefix}{levels}_{name}",
+                bias_free=True,
+                reach=pyramid_reach(REACH, levels),
+                multiple=2 ** (levels - 1),  # the pyramid's padding and sampling grid
+                exact_tiles=exact,
+                shipped=SHIPPED.get(f"{prefix}{levels}_{name}", ()),
+                min_side=2 ** (levels - 1) + 1,  # below it the pyramid pads otherwise (see bdn/export.py)
+                summary=f"{name} shared over a {levels}-level {pyramid} pyramid",
+            )(_builder(blocks, stem, kind, bias_free=True, pyramid=pyramid, levels=levels))
+
+
+_register_resnets()

@@ -16,32 +16,17 @@ TILE = 512
 
 def _net_for(model: str, channels: int, weights: str | None):
     """(net, the channels it takes): the shipped weights for `channels`, else the other kind."""
-    from bdn.models.weights import load_weights, shipped_models, shipped_weights
+    from bdn.models.registry import COLOURS, get_model_spec
+    from bdn.models.weights import load_weights, shipped_weights
 
     if weights is not None:
         net, metadata = load_weights(weights, expect_name=model)
         return net, int(metadata["channels"])
-    shipped = shipped_models()
+    shipped = get_model_spec(model).shipped
     for wanted in (channels, 4 - channels):
-        if f"{model}_{'grey' if wanted == 1 else 'colour'}" in shipped:
+        if COLOURS[wanted] in shipped:
             return load_weights(shipped_weights(model, wanted))[0], wanted
     raise BdnError(f"no shipped weights for model {model!r}; train them with python -m bdn.train or pass weights=")
-
-
-def receptive_reach(net) -> tuple[int, int]:
-    """(overlap, alignment) for tiling this net: its reach in pixels and the grid its sampling keeps.
-
-    Exact for the convolutional families (DnCNN, the resnets and their pyramids) and for encoder-decoders that
-    state their `reach` (autoencoder, RED-Net, MWCNN). The U-Nets reach further than any practical overlap, so
-    their tiles get 128 pixels of context on their own grid (`multiple`) and match the whole image closely, not
-    exactly; PRIDNet's attention and the gated resnet's gates look at the whole tile, so theirs are per tile.
-    """
-    if hasattr(net, "multiple"):
-        return int(getattr(net, "reach", 128)), int(net.multiple)
-    levels = getattr(net, "levels", 1)
-    base = getattr(net, "base", net)
-    reach = 24 if hasattr(base, "hidden_layer_list") else 16  # DnCNN: 20 layers of 3x3; resnets: 13 pixels
-    return reach * 2 ** (levels - 1) + 8 * (levels - 1), 2 ** (levels - 1)
 
 
 def denoise_with_model(
@@ -58,12 +43,13 @@ def denoise_with_model(
     `engine`: 'torch' runs the model with its batch norms folded (bdn.models.fast.fast_form), 'onnxruntime'
     through onnxruntime (faster on CPUs; the first call records an ONNX file into the cache folder)."""
     from bdn.models.fast import inference_form
+    from bdn.models.registry import get_model_spec
 
     channels = 1 if image.ndim == 2 else 3
     net, takes = _net_for(model, channels, weights)
-    overlap, align = receptive_reach(net)
+    spec = get_model_spec(model)  # its tiles: `reach` pixels of context, origins on its `multiple` grid
     run = inference_form(net, takes, engine)
-    return np.clip(run_per_channel(run, image, takes, tile, overlap, align), 0.0, 1.0).astype(np.float32)
+    return np.clip(run_per_channel(run, image, takes, tile, spec.reach, spec.multiple), 0.0, 1.0).astype(np.float32)
 
 
 def run_per_channel(run, image: np.ndarray, takes: int, tile: int, overlap: int, align: int) -> np.ndarray:

@@ -3,6 +3,9 @@
 Metadata keys: `format` (bdn-model-1), `model` (a registry name), `channels` ('1' or '3'), `bias_free`, and what
 the trainer adds (the training data, noise range, epochs, validation PSNR). Loading builds the registry's module
 and loads the tensors strictly, so a file for another architecture fails with one line.
+
+Shipped weights are `checkpoints/model_<name>_<grey|colour>.safetensors`; which ones ship is each registry
+entry's `shipped` (tests/test_models_run.py checks it against the folder).
 """
 
 from __future__ import annotations
@@ -12,17 +15,16 @@ from pathlib import Path
 from torch import nn
 
 from bdn.errors import BdnError
+from bdn.models.registry import COLOURS, MODELS, build_model, get_model_spec, list_models
+from bdn.models.wrap import ImageDenoiser
 from bdn.tensorfile import read_tensors, save_tensors, shipped_files
 
 FORMAT = "bdn-model-1"
-COLOURS = {1: "grey", 3: "colour"}
 
 
 def save_weights(path: str | Path, model: nn.Module, name: str, channels: int, **metadata: str) -> None:
     """Write `model`'s weights (unwrapped from ImageDenoiser if need be) with bdn's metadata."""
-    from bdn.models import get_model_spec
-
-    net = getattr(model, "net", model)
+    net = model.net if isinstance(model, ImageDenoiser) else model
     spec = get_model_spec(name)
     info = {"format": FORMAT, "model": name, "channels": str(channels), "bias_free": str(spec.bias_free)}
     info.update({key: str(value) for key, value in metadata.items()})
@@ -33,8 +35,6 @@ def load_weights(
     path: str | Path, expect_name: str | None = None, expect_channels: int | None = None
 ) -> tuple[nn.Module, dict[str, str]]:
     """(the module in eval mode, its metadata) from a file written by save_weights; BdnError for anything else."""
-    from bdn.models import build_model
-
     path = Path(path)
     if not path.is_file():
         raise BdnError(f"{path}: no such weights file")
@@ -72,20 +72,28 @@ def halve_weights(source: str | Path, target: str | Path) -> None:
 
 def shipped_weights(name: str, channels: int) -> Path:
     """The installed weights for a model name and channel count (`checkpoints/model_<name>_<grey|colour>`)."""
-    from bdn.models import get_model_spec
-
-    get_model_spec(name)
-    key = f"{name}_{COLOURS.get(channels, channels)}"
-    found = shipped_files("model_")
-    if key not in found:
-        have = ", ".join(found) or "none"
+    colour = COLOURS.get(channels, channels)
+    if colour not in get_model_spec(name).shipped:
+        have = ", ".join(_shipped_keys()) or "none"
         raise BdnError(
             f"no shipped weights for {name} with channels={channels} (shipped: {have}); train them with "
             "python -m bdn.train or pass weights=FILE"
         )
-    return found[key]
+    return _installed(f"{name}_{colour}", shipped_files("model_"))
 
 
 def shipped_models() -> dict[str, Path]:
     """'<name>_<grey|colour>' -> file, for every shipped model."""
-    return shipped_files("model_")
+    files = shipped_files("model_")
+    return {key: _installed(key, files) for key in _shipped_keys()}
+
+
+def _shipped_keys() -> list[str]:
+    """'<name>_<grey|colour>' of every weights file the registry says ships, sorted as the files are."""
+    return sorted(f"{name}_{colour}" for name in list_models(shipped=True) for colour in MODELS[name].shipped)
+
+
+def _installed(key: str, files: dict[str, Path]) -> Path:
+    if key not in files:  # the registry and checkpoints/ disagree: a broken install, not a user's mistake
+        raise BdnError(f"the weights file model_{key}.safetensors should ship with bdn but is not installed")
+    return files[key]
