@@ -21,7 +21,9 @@ CHANNEL_NAMES = {1: ("grey",), 3: ("R", "G", "B")}
 
 def _raw_net(net):
     """The network itself: an ImageDenoiser clamps its output to [0, 1], which is not linear, so unwrap it."""
-    return getattr(net, "net", net)
+    from bdn.models.wrap import ImageDenoiser
+
+    return net.net if isinstance(net, ImageDenoiser) else net
 
 
 def _as_chw(image: np.ndarray) -> np.ndarray:

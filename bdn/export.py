@@ -103,16 +103,6 @@ def load_checkpoint(
     return net, metadata, path
 
 
-def min_side(net: nn.Module) -> int:
-    """The smallest height or width the exported files handle: a pyramid of L levels needs more than 2^(L-1)
-    pixels a side, an encoder-decoder padding to a multiple m more than m/2 (below that it pads otherwise, see
-    the module docstring); other models take any size."""
-    if hasattr(net, "multiple"):
-        return int(net.multiple) // 2 + 1
-    levels = getattr(net, "levels", 1)
-    return 2 ** (levels - 1) + 1 if levels > 1 else 1
-
-
 # --- recording ---------------------------------------------------------------------------------------------
 
 
@@ -248,6 +238,7 @@ def export(
 ) -> dict:
     """Export, check and write the files; returns what export.json holds. BdnError (and OUT untouched) on failure."""
     import bdn
+    from bdn.models import get_model_spec
     from bdn.models.wrap import ImageDenoiser
 
     if not (to_onnx or to_torchscript):
@@ -262,7 +253,7 @@ def export(
         "channels": channels,
         "weights": str(weights_path),
         "weights_metadata": metadata,
-        "min_side": min_side(net),
+        "min_side": get_model_spec(name).min_side,
         "tolerance": TOLERANCE,
         "bdn_version": getattr(bdn, "__version__", "unknown"),
         "torch_version": torch.__version__,
