@@ -4,7 +4,9 @@
 
 Each RUN is a `python -m bdn.train` model directory under --runs; its best.safetensors (best validation PSNR)
 becomes checkpoints/model_<model>_<grey|colour>.safetensors, where bdn.load_model, `bdn denoise --method` and
-`bdn bench` find it. The recipe of each shipped file is its config in benchmarks/configs/gpu/ (see session.sh).
+`bdn bench` find it once the model's registration names that colour in `shipped` (bdn/models/registry.py;
+tests/test_models_run.py checks that the registrations and the folder agree). The recipe of each shipped file
+is its config in benchmarks/configs/gpu/ (see session.sh).
 """
 
 from __future__ import annotations
