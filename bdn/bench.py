@@ -4,7 +4,7 @@ Each (method, dataset) runs in a fresh worker process so that its peak resident 
 count fixed through the environment before any numerical library loads. Workers append per-image rows to
 `<run>/rows/`, so a run that is interrupted and started again with the same `--run` name resumes where it stopped.
 
-Semantics (SPEC.md, "The bench"): `sigmas` add Gaussian noise (fixed seed, not clipped, as papers do) to clean-only
+Semantics: `sigmas` add Gaussian noise (fixed seed, not clipped, as papers do) to clean-only
 sets and are ignored for real noisy/clean pairs; methods get the true sigma unless `blind`; real pairs are always
 blind.
 """
@@ -265,5 +265,8 @@ def worker_main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
+if __name__ == "__main__":  # the worker process `bdn bench` starts for each method; not a command of its own
+    if sys.argv[1:2] != ["--worker"]:
+        print("bdn.bench: error: this is `bdn bench`'s worker process; run `bdn bench`", file=sys.stderr)
+        sys.exit(1)
     sys.exit(worker_main(sys.argv[2:]))

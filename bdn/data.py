@@ -437,8 +437,8 @@ def _split_text(name: str | Path | None) -> tuple[str, str]:
 def polyu_split(name: str | Path | None = None) -> dict[str, str]:
     """id -> 'train' | 'heldout' from the committed split (or another split file in bdn/splits, or a path).
 
-    DIP defaults, judge parameters and model selection are tuned on the 'train' side only (SPEC, tuning
-    discipline); the 'heldout' side and CC are for reporting.
+    DIP defaults, judge parameters and model selection are tuned on the 'train' side only; the 'heldout' side
+    and CC are for reporting.
     """
     source, text = _split_text(name)
     rows = list(csv.DictReader(io.StringIO(text)))

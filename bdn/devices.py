@@ -5,6 +5,7 @@ Ground floor: imports torch only when called.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from bdn.errors import BdnError
@@ -48,3 +49,16 @@ def pick_device(
     elif device.type != "cpu":
         raise BdnError(f"{what} {name!r}: bdn runs on cpu, cuda or mps")
     return device
+
+
+def torchrun_world() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise BdnError("WORLD_SIZE, RANK and LOCAL_RANK must be whole numbers (as torchrun sets them)") from None
+    if world < 1 or not 0 <= rank < world:
+        raise BdnError(f"RANK {rank} is not within WORLD_SIZE {world}")
+    return rank, world, local

@@ -1,9 +1,9 @@
 """Export a trained feed-forward denoiser for use without bdn: ONNX (onnxruntime and other runtimes) and TorchScript.
 
-    python -m bdn.export --checkpoint-directory DIR --pipeline-config CONFIG.json --output-directory OUT \\
+    bdn export --checkpoint-directory DIR --pipeline-config CONFIG.json --output-directory OUT \\
         [--to-onnx] [--to-torchscript] [--weights best|last] [--opset N]
 
-DIR is what `python -m bdn.train` wrote (`best.safetensors`, `last.safetensors`); the config's model name and
+DIR is what `bdn train` wrote (`best.safetensors`, `last.safetensors`); the config's model name and
 channels must be those the weights were trained as. OUT receives, as asked:
 
 - `model.onnx`: float32 [N,C,H,W] in [0,1] in (input `noisy`), the same out clamped to [0,1] (output `denoised`);
@@ -25,21 +25,18 @@ does not keep.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from bdn.cmdline import read_json
 from bdn.errors import BdnError
+from bdn.io import read_json
 
 WEIGHTS = ("best", "last")
 DEFAULT_OPSET = 18  # the oldest opset the torch.export-based ONNX exporter writes natively
@@ -92,7 +89,7 @@ def load_checkpoint(
         raise BdnError(f"{directory}: no such checkpoint directory")
     path = directory / f"{weights}.safetensors"
     if not path.is_file():
-        raise BdnError(f"{path}: no such weights file (python -m bdn.train writes best and last .safetensors)")
+        raise BdnError(f"{path}: no such weights file (bdn train writes best and last .safetensors)")
     net, metadata = load_weights(path)
     found_name, found_channels = metadata["model"], int(metadata["channels"])  # load_weights has checked both
     if (found_name, found_channels) != (name, channels):
@@ -376,60 +373,3 @@ def _publish(staging: Path, out: Path) -> None:
 
 
 # --- command line ------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bdn.export",
-        description="Export a model trained by python -m bdn.train to ONNX and/or TorchScript, checked against "
-        f"PyTorch (max abs difference <= {TOLERANCE:g}) on several image sizes.",
-    )
-    parser.add_argument("--checkpoint-directory", required=True, help="the folder python -m bdn.train wrote")
-    parser.add_argument("--pipeline-config", required=True, help="the JSON config the model was trained with")
-    parser.add_argument("--output-directory", required=True, help="folder for the exported files and export.json")
-    parser.add_argument("--to-onnx", action="store_true", help="write model.onnx (float NCHW in [0,1])")
-    parser.add_argument(
-        "--to-torchscript", action="store_true", help="write model.pt (float NCHW) and model_uint8.pt (uint8 NHWC)"
-    )
-    parser.add_argument("--weights", choices=WEIGHTS, default="best", help="which weights to export (default best)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not (args.to_onnx or args.to_torchscript):
-        parser.error("choose at least one of --to-onnx and --to-torchscript")
-    try:
-        info = export(
-            args.checkpoint_directory,
-            args.pipeline_config,
-            args.output_directory,
-            to_onnx=args.to_onnx,
-            to_torchscript=args.to_torchscript,
-            weights=args.weights,
-            opset=args.opset,
-        )
-    except BdnError as error:
-        print(f"bdn.export: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bdn.export: interrupted", file=sys.stderr)
-        return 130
-    out = Path(args.output_directory)
-    colour = {1: "grey", 3: "colour"}[info["channels"]]
-    print(f"exported {info['model']} ({colour}) from {info['weights']}")
-    for key in FILES:
-        if key in info:
-            errors = info[key]["max_abs_error"]
-            sizes = ", ".join(f"{label}: {error:.2g}" for label, error in errors.items())
-            opset = f" (opset {info[key]['opset']})" if "opset" in info[key] else ""
-            print(f"  {out / info[key]['file']}{opset}: max |{key} - torch| = {max(errors.values()):.2g} ({sizes})")
-    side = info["min_side"]
-    print(f"  {out / 'export.json'}; images need at least {side} pixel{'s' if side > 1 else ''} a side")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

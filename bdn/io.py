@@ -451,14 +451,18 @@ def _pillow_bytes(image: Image.Image, fmt: str) -> bytes:
 # ---------------------------------------- atomic files
 
 
-def _umask() -> int:
+def _new_file_mode() -> int:
+    """The permissions a new file gets (0o666 less the umask), read at the time of the write and without changing
+    the umask where the OS tells it (Linux's /proc); elsewhere the umask is set and put back at once."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
-
-
-# Temporary files are created private (0600); a finished file gets the permissions any new file would get.
-_NEW_FILE_MODE = 0o666 & ~_umask()
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -472,7 +476,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        mode = path.stat().st_mode & 0o7777 if path.is_file() else _NEW_FILE_MODE
+        # Temporary files are created private (0600); the finished file gets the permissions any new file would.
+        mode = path.stat().st_mode & 0o7777 if path.is_file() else _new_file_mode()
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}.", suffix=".tmp") as tmp:
             tmp_name = tmp.name
             tmp.write(data)
@@ -559,3 +564,18 @@ def check_same_size(noisy: np.ndarray, clean: np.ndarray, noisy_name: str | Path
 
 def _size_text(image: np.ndarray) -> str:
     return f"{image.shape[1]}x{image.shape[0]}"
+
+
+def read_json(path: str | Path, what: str = "pipeline config") -> object:
+    """A JSON file's content; BdnError naming the file for a missing, unreadable or malformed one."""
+    import json
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BdnError(f"{path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise BdnError(f"{path}: cannot read ({error})") from None
+    except json.JSONDecodeError as error:
+        raise BdnError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None

@@ -1,4 +1,4 @@
-"""PSNR and SSIM, defined once for all of bdn (SPEC.md, "Metrics").
+"""PSNR and SSIM, defined once for all of bdn.
 
 Both images are brought to floats in [0, 1] by their dtype alone (`to_float01`), never by guessing from their
 values; the output is then clipped to [0, 1] (not rounded to 8 bits) and scikit-image measures with

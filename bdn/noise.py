@@ -1,13 +1,13 @@
 """Synthetic noise models and blind noise-level estimation.
 
 Images are float arrays in [0, 1], grey (H, W) or colour (H, W, 3). Every model takes one strength
-parameter with the meaning given in SPEC.md ("Noise"); Gaussian-like strengths are on the 0-255 scale, as
+parameter (see `NOISE_MODELS` and `add_noise`); Gaussian-like strengths are on the 0-255 scale, as
 papers quote them. Noise is drawn from a numpy Generator (`seed` or `rng`), never from global state, so a
 seed fixes the result.
 
 Salt and pepper hits whole pixel positions: a hit pixel becomes black (0 in every channel) or white (1 in
 every channel). scikit-image's `random_noise(mode='s&p')` instead hits each array element on its own, which
-on colour images makes coloured impulses; we follow SPEC.md's "fraction of pixels set to 0 or 1" and the
+on colour images makes coloured impulses; we follow the definition "fraction of pixels set to 0 or 1" and the
 classic dead-pixel picture. On grey images the two agree.
 """
 

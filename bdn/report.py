@@ -9,15 +9,11 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: servers and CI have no display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from bdn.io import atomic_write_bytes, atomic_write_text  # noqa: E402
+from bdn.io import atomic_write_bytes, atomic_write_text
 
 
 def markdown_table(frame: pd.DataFrame, floatfmt: str = ".2f") -> str:
@@ -37,10 +33,16 @@ def write_rows_csv(path: Path, rows: Sequence[dict]) -> Path:
     return atomic_write_text(path, pd.DataFrame(list(rows)).to_csv(index=False))
 
 
-def save_figure(figure: plt.Figure, path: Path, dpi: int = 100) -> Path:
+def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None, **options):
+    """(figure, axes) as pyplot.subplots gives them, without pyplot: no backend is chosen and no global list of
+    figures is kept, so drawing files never touches process-wide state (servers and CI have no display)."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(nrows, ncols, **options)
+
+
+def save_figure(figure: Figure, path: Path, dpi: int = 100) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
-    plt.close(figure)
     return atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -49,7 +51,7 @@ def comparison_figure(rows: Sequence[Sequence[tuple[str, np.ndarray]]], path: Pa
     n_rows = len(rows)
     n_cols = max(len(row) for row in rows)
     # Each panel gets room for a two-line title above it, so rows never overlap.
-    figure, axes = plt.subplots(
+    figure, axes = new_figure(
         n_rows, n_cols, figsize=(panel_inches * n_cols, (panel_inches + 0.6) * n_rows), squeeze=False
     )
     for axes_row, row in zip(axes, rows, strict=True):
@@ -68,7 +70,7 @@ def grouped_bar_figure(
 ) -> Path:
     """One cluster of bars per `group` value, one bar per `bar` value (e.g. PSNR per dataset, per method)."""
     table = frame.pivot_table(index=group, columns=bar, values=value, sort=False)
-    figure, axis = plt.subplots(figsize=(max(6.0, 1.2 * len(table.index) * max(1, len(table.columns)) / 3), 4))
+    figure, axis = new_figure(figsize=(max(6.0, 1.2 * len(table.index) * max(1, len(table.columns)) / 3), 4))
     table.plot.bar(ax=axis, rot=0, width=0.8)
     axis.set_ylabel(ylabel)
     axis.set_xlabel("")
@@ -96,7 +98,7 @@ def dip_curves_figure(
     image."""
     iterations = [row["iteration"] for row in history]
     has_psnr = any(row["psnr"] is not None for row in history)
-    figure, axes = plt.subplots(1, 2 if has_psnr else 1, figsize=(11 if has_psnr else 5.5, 3.8), squeeze=False)
+    figure, axes = new_figure(1, 2 if has_psnr else 1, figsize=(11 if has_psnr else 5.5, 3.8), squeeze=False)
     if has_psnr:
         axis = axes[0, 0]
         axis.plot(iterations, [row["psnr_raw"] for row in history], lw=0.6, alpha=0.6, label="raw output")

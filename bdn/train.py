@@ -1,4 +1,4 @@
-"""Train a feed-forward denoiser: `python -m bdn.train --model-directory DIR --pipeline-config CONFIG.json`.
+"""Train a feed-forward denoiser: `bdn train --model-directory DIR --pipeline-config CONFIG.json`.
 
 The config (JSON) names the model and its data; everything left out takes the defaults in DEFAULTS:
 
@@ -30,11 +30,9 @@ config used (`pipeline.json`). Running the same command again resumes from the c
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,9 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bdn.cmdline import read_json
 from bdn.devices import pick_device
 from bdn.errors import BdnError
+from bdn.io import read_json
 from bdn.noise import NOISE_MODELS, add_noise
 from bdn.tensorfile import read_checkpoint, write_checkpoint
 from bdn.tensors import batch_to_nchw, to_image
@@ -384,12 +382,10 @@ def _write_log(directory: Path, rows: list[dict]) -> None:
 
 
 def _plot(path: Path, rows: list[dict]) -> None:
-    import matplotlib.pyplot as plt
-
-    from bdn.report import save_figure  # (it sets the file-only Agg backend)
+    from bdn.report import new_figure, save_figure
 
     epochs = [r["epoch"] for r in rows]
-    figure, (loss_axis, psnr_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
+    figure, (loss_axis, psnr_axis) = new_figure(1, 2, figsize=(9, 3.5))
     loss_axis.semilogy(epochs, [r["train_loss"] for r in rows])
     loss_axis.set(xlabel="epoch", ylabel="training loss (weighted terms)")
     psnr_axis.plot(epochs, [r["val_psnr"] for r in rows], marker="o")
@@ -411,8 +407,6 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
     directory.mkdir(parents=True, exist_ok=True)
     settings, name, channels = config["train"], config["model"]["name"], config["model"]["channels"]
     device = pick_device(settings["device"], what="train.device")
-    if device.type == "cpu":
-        torch.set_num_threads(settings["threads"])
     data = TrainingData(config)
     torch.manual_seed(settings["seed"])
     net = build_model(name, channels).to(device).train()
@@ -502,36 +496,10 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
     return rows[-1]
 
 
-def _save_weight_path(config_path: str) -> str:
+def save_weight_path(config_path: str) -> str:
     """Seed 004's `save_weight_path`, the model directory when --model-directory is not given."""
     given = read_json(config_path)
     place = given.get("save_weight_path") if isinstance(given, dict) else None
     if not place:
         raise BdnError("give --model-directory (or save_weight_path in the config)")
     return str(place)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bdn.train", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--model-directory", help="where weights, checkpoint and logs go (default: the config's save_weight_path)"
-    )
-    parser.add_argument("--pipeline-config", required=True, help="the JSON config (see the module docstring)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.pipeline_config)
-        directory = args.model_directory or _save_weight_path(args.pipeline_config)
-        row = train(directory, config, progress=not args.no_progress)
-    except BdnError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume from the last finished epoch", file=sys.stderr)
-        return 130
-    print(f"done: {row['epoch']} epochs, last validation PSNR {row['val_psnr']:.2f} dB -> {directory}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

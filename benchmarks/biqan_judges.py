@@ -27,7 +27,7 @@ tuned on PolyU's training split by benchmarks/judge_tuning.py; noise factor bdn.
 BiqanJudge start_index 40, no smoothing). They MUST be tuned on PolyU's
 training split only (runs over `bdn.data.polyu_pairs("train")`), never on CC or the held-out PolyU images this table
 reports. Offline, wmv's window and patience and biqan's start_index count snapshots (save_iter iterations apart),
-not iterations (see bdn/judge_run.py).
+not iterations (see bdn/judge_run.py and `bdn judge`).
 
 Writes under `--out` (default results/biqan_judges): per_image.csv (dataset, judge, image, judge_run's columns),
 summary.csv and summary.md (one row per judge and dataset: mean gap = mean over images of oracle PSNR - chosen PSNR,
@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bdn.cmdline import OneLineParser
+from bdn.cli.options import OneLineParser
 from bdn.devices import pick_device
 from bdn.errors import BdnError
 from bdn.judge_run import RESULT_COLUMNS
@@ -259,8 +259,8 @@ def replay(dataset: str, run: Path, spec: Spec, noisy: Path | None, progress: bo
 
 
 def _window(noisy: np.ndarray, clean: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """noisy and clean cut to the snapshots' window as run_BDN cut it (biqan.select.fit_to, decided on clean)."""
-    from biqan.select import fit_to
+    """noisy and clean cut to the snapshots' window as run_BDN cut it (bdn.dip.runfolder.fit_to, decided on clean)."""
+    from bdn.dip.runfolder import fit_to
 
     if clean.shape == reference.shape:
         return noisy, clean
@@ -288,8 +288,9 @@ def classical(
     from tqdm import tqdm
 
     import bdn
+    from bdn.dip.runfolder import partner_images
     from bdn.io import read_image
-    from biqan.select import CLEAN_SUFFIX, NOISY_SUFFIX, partner_images
+    from bdn.names import CLEAN_SUFFIX, NOISY_SUFFIX
 
     names = oracle["image"].tolist()
     noisy_files = partner_images(noisy_dir, names, NOISY_SUFFIX)

@@ -1,6 +1,6 @@
 """Compare DIP settings by their curves: where the EMA output peaks, how high, and how fast it gets there.
 
-Tuning discipline (SPEC.md item 6): run it on PolyU's training split (or Train400), never on CC. Rerun with the
+Tuning discipline (bdn.data.polyu_split): run it on PolyU's training split (or Train400), never on CC. Rerun with the
 same --out, it resumes: fits already in <out>/per_image.csv are read back, so the command also reprints the tables.
 
     python benchmarks/dip_sweep.py --images Canon5D2_5_160_6400_bicycle_10 ... --num-iter 2500 \

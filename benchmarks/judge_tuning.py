@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bdn.cmdline import OneLineParser
+from bdn.cli.options import OneLineParser
 from bdn.errors import BdnError
 
 PROG = "benchmarks/judge_tuning.py"
@@ -54,10 +54,10 @@ def noise_choice(g: pd.DataFrame, factor: float) -> int:
 
 
 def wmv_choice(g: pd.DataFrame, window: int, patience: int | float) -> int:
-    """WMVJudge's own minimum-and-patience rule (bdn.dip.judges._MinTracker) over the table's variances."""
-    from bdn.dip.judges import _MinTracker
+    """WMVJudge's own minimum-and-patience rule (bdn.dip.judges.MinTracker) over the table's variances."""
+    from bdn.dip.judges import MinTracker
 
-    track = _MinTracker(len(g) + 1 if math.isinf(patience) else int(patience), sync_every=1)
+    track = MinTracker(len(g) + 1 if math.isinf(patience) else int(patience), sync_every=1)
     for index, value in enumerate(g[f"var{window}"].to_numpy()):
         if np.isnan(value):  # before the first full window: no variance yet
             continue

@@ -2,7 +2,7 @@
 
     python benchmarks/ship_models.py --runs /tmp/gpu/train resnet_5x5_bn_3x3_grey unet_colour ...
 
-Each RUN is a `python -m bdn.train` model directory under --runs; its best.safetensors (best validation PSNR)
+Each RUN is a `bdn train` model directory under --runs; its best.safetensors (best validation PSNR)
 becomes checkpoints/model_<model>_<grey|colour>.safetensors, where bdn.load_model, `bdn denoise --method` and
 `bdn bench` find it once the model's registration names that colour in `shipped` (bdn/models/registry.py;
 tests/test_models_run.py checks that the registrations and the folder agree). The recipe of each shipped file

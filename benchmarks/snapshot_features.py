@@ -8,7 +8,7 @@
 
 The snapshots of a full-size CC run weigh 1.3 GB and stay where they were made (a lent GPU); this table (a few
 hundred kB) comes back, and benchmarks/judge_tuning.py replays the judges from it. For every finished image
-(`biqan.labels.read_run`) and every snapshot, in the order of the iterations:
+(`bdn.dip.runfolder.read_run`) and every snapshot, in the order of the iterations:
 - `psnr`: the snapshot's PSNR against the clean image as the run recorded it (the oracle's figure);
 - `mse_noisy`: mean((x - noisy)^2) on [0, 1] images, the noise judge's residual (the noisy image centre-cropped to
   the snapshot, as run_BDN's --crop cut it), and `sigma`: bdn.noise.estimate_noise_level of that noisy crop;
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bdn.cmdline import OneLineParser
+from bdn.cli.options import OneLineParser
 from bdn.errors import BdnError
 
 PROG = "benchmarks/snapshot_features.py"
@@ -82,8 +82,8 @@ def image_rows(job: tuple[str, str, list, Path | None, tuple[int, ...]]) -> pd.D
 
 
 def jobs(dataset: str, run: Path, noisy: Path | None, windows: tuple[int, ...]) -> list[tuple]:
-    from biqan.labels import read_run
-    from biqan.select import NOISY_SUFFIX, partner_images
+    from bdn.dip.runfolder import partner_images, read_run
+    from bdn.names import NOISY_SUFFIX
 
     by_image: dict[str, list] = {}
     for it in read_run(run):

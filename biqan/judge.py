@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from bdn.errors import BdnError
-from biqan.select import START_INDEX, Transform, _check_smooth, default_transform, distribution_stats, score_images
+from bdn.tensors import rounded_to_8bit
+from biqan.select import START_INDEX, Transform, check_smooth, default_transform, distribution_stats, score_images
 
 __all__ = ["BiqanJudge"]
 
@@ -40,14 +41,6 @@ def _whole(name: str, value: object, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
         raise BdnError(f"judge biqan: {name} must be an integer >= {least}, got {value!r}")
     return int(value)
-
-
-def _quantised(image: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """The 8-bit values run_BDN saves (rint(clip(x) * 255) / 255, float32), on the image's own device."""
-    if isinstance(image, torch.Tensor):
-        return torch.round(image.detach().float().clamp(0.0, 1.0) * 255.0) / 255.0
-    x = np.asarray(image, dtype=np.float32)
-    return (np.rint(np.clip(x, 0.0, 1.0) * np.float32(255.0)) / np.float32(255.0)).astype(np.float32)
 
 
 class BiqanJudge:
@@ -88,7 +81,7 @@ class BiqanJudge:
         self.crop = 224 if crop is None else _whole("crop", crop, 1)
         self.start_index = _whole("start_index", start_index, 0)
         try:
-            self.smooth = _check_smooth(smooth)
+            self.smooth = check_smooth(smooth)
         except BdnError as error:
             raise BdnError(f"judge biqan: {error}") from None
         self.patience = None if patience is None else _whole("patience", patience, 1)
@@ -128,7 +121,7 @@ class BiqanJudge:
         self._last = iteration
         self._count += 1
         if iteration % self.every == 0:
-            mean, std = distribution_stats(score_images(self.model, [_quantised(image)], self._transform))
+            mean, std = distribution_stats(score_images(self.model, [rounded_to_8bit(image)], self._transform))
             self._add(iteration, float(mean[0]), float(std[0]))
         return self.stopped
 
@@ -160,6 +153,10 @@ class BiqanJudge:
 
     def _chosen_row(self) -> int | None:
         return self._best if self._best is not None else self._first_best
+
+    def chosen_image(self) -> None:
+        """None: the judge keeps scores, not images (the run's snapshot at its choice is the image)."""
+        return None
 
     @property
     def latest_choice(self) -> int | None:

@@ -1,9 +1,9 @@
-"""Picking DIP iterates with BIQAN (SPEC.md item 4): score every snapshot of a run, choose one per image, measure.
+"""Picking DIP iterates with BIQAN: score every snapshot of a run, choose one per image, measure.
 
     python test_BIQAN.py --run_path results/CC --output_path results/CC_biqan [--model_path biqan.safetensors]
     from biqan.select import score_run, choose, gaps
 
-`score_run` scores every snapshot of every image of a run_BDN output folder (read with `biqan.labels.read_run`,
+`score_run` scores every snapshot of every image of a run_BDN output folder (read with `bdn.dip.runfolder.read_run`,
 so its PSNR is the 8-bit snapshot's from `<run>/<image>.txt`, else log.csv's) with the network: the mean and the
 standard deviation of the predicted 10-bin distribution over scores 1..10. `choose` picks per image the iterate
 with the highest mean score, the seed's way: optionally low-pass filtered first (s_0 = x_0,
@@ -21,16 +21,13 @@ and over the run `Denoised_PSNR.txt` (per image the oracle's and the chosen iter
 the means and the worst loss), `Denoised_PSNR.csv` (the same table) and `scores.csv` (every iterate's scores).
 In each image's run folder it writes `choice.json` (`{"judge": "biqan", "iteration", "score" (the figure it chose
 by: the smoothed mean score, or the mean score without smoothing), "judge_iteration", "file"}`) and `result.png`
-(a byte copy of the chosen snapshot), as run_BDN does for its own judges (SPEC.md item 1). Every file is written
+(a byte copy of the chosen snapshot), as run_BDN does for its own judges (bdn/dip/runfolder.py). Every file is written
 atomically; nothing is written before every image has been scored.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -38,25 +35,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bdn.cmdline import OneLineParser, boolean
 from bdn.devices import pick_device
+from bdn.dip.runfolder import fit_to, partner_images, read_run, snapshot_name, write_choice
 from bdn.errors import BdnError
-from bdn.io import atomic_write_bytes, atomic_write_text, list_images, read_image
+from bdn.io import atomic_write_bytes, atomic_write_text, read_image
 from bdn.names import CLEAN_SUFFIX, NOISY_SUFFIX
+from bdn.tensors import to_chw
 
 __all__ = [
     "SCORE_COLUMNS",
     "SEED_SMOOTH",
     "START_INDEX",
     "Choices",
-    "build_parser",
     "choose",
     "distribution_stats",
-    "fit_to",
     "gap_summary",
     "gaps",
-    "main",
-    "partner_images",
     "pick",
     "score_images",
     "score_run",
@@ -95,17 +89,15 @@ def distribution_stats(p: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 def _as_input(prepared: object) -> torch.Tensor:
     """A transform's output as float32 [3, h, w]: numpy in bdn's layout (H, W) / (H, W, 3), torch (C, H, W)."""
-    if isinstance(prepared, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(prepared, dtype=np.float32))
-        x = x[None] if x.ndim == 2 else x.permute(2, 0, 1) if x.ndim == 3 else x
-    elif isinstance(prepared, torch.Tensor):
-        x = prepared.detach().float()
-        x = x[0] if x.ndim == 4 and x.shape[0] == 1 else x
-        x = x[None] if x.ndim == 2 else x
-    else:
+    if not isinstance(prepared, (np.ndarray, torch.Tensor)):
         raise BdnError(f"the input transform must give an array or a tensor, got {type(prepared).__name__}")
-    if x.ndim != 3 or x.shape[0] not in (1, 3):
-        raise BdnError(f"the input transform must give an image (C, H, W) with C 1 or 3, got {list(x.shape)}")
+    try:
+        x = to_chw(prepared, torch.float32)
+    except BdnError:
+        x = None
+    if x is None or x.shape[0] not in (1, 3):
+        shape = list(prepared.shape if x is None else x.shape)
+        raise BdnError(f"the input transform must give an image (C, H, W) with C 1 or 3, got {shape}")
     return x.expand(3, -1, -1) if x.shape[0] == 1 else x
 
 
@@ -180,20 +172,6 @@ def _check_int(name: str, value: object, least: int) -> int:
     return int(value)
 
 
-def _run_iterates(run_dir: str | Path) -> list:
-    """biqan.labels.read_run's iterates, after checking that every finished image has at least one snapshot."""
-    from biqan.labels import read_run
-
-    run = Path(run_dir)
-    iterates = read_run(run)
-    found = {it.path.parent.name for it in iterates}
-    empty = sorted(p.name for p in run.iterdir() if p.is_dir() and (p / "log.csv").is_file() and p.name not in found)
-    if empty:
-        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
-        raise BdnError(f"{run / empty[0]}: no snapshots (<iter:05d>.png) to choose from{more}")
-    return iterates
-
-
 def score_run(
     model: torch.nn.Module,
     run_dir: str | Path,
@@ -215,7 +193,7 @@ def score_run(
     for a missing or empty run folder, an image folder with no snapshot, an unreadable snapshot.
     """
     batch_size = _check_int("batch_size", batch_size, 1)
-    iterates = _run_iterates(run_dir)
+    iterates = read_run(run_dir, require_snapshots=True)
     model.to(pick_device(device, what="--device")).eval()
     transform = default_transform(protocol, crop, tiles) if transform is None else transform
     rows = []
@@ -237,7 +215,7 @@ def score_run(
 # --- choosing -------------------------------------------------------------------------------------------------
 
 
-def _check_smooth(smooth: float | None) -> float | None:
+def check_smooth(smooth: float | None) -> float | None:
     if smooth is None:
         return None
     if isinstance(smooth, bool) or not isinstance(smooth, (int, float, np.floating)) or not 0 <= smooth < 1:
@@ -247,7 +225,7 @@ def _check_smooth(smooth: float | None) -> float | None:
 
 def smooth_scores(values: Sequence[float] | np.ndarray, smooth: float | None) -> np.ndarray:
     """The seed's low-pass filter: s_0 = x_0, s_t = smooth s_(t-1) + (1 - smooth) x_t (a copy when smooth is None)."""
-    smooth = _check_smooth(smooth)
+    smooth = check_smooth(smooth)
     x = np.asarray(values, dtype=np.float64)
     if smooth is None or x.size == 0:
         return x.copy()
@@ -305,7 +283,7 @@ def choose(scores: pd.DataFrame, start_index: int = START_INDEX, smooth: float |
     with no more than `start_index` iterates chooses among all of them, with a line in `Choices.notes`.
     """
     start_index = _check_int("start_index", start_index, 0)
-    smooth = _check_smooth(smooth)
+    smooth = check_smooth(smooth)
     _need_columns(scores, ("image", "iteration", "mean"))
     if scores.empty:
         raise BdnError("no scored iterates to choose from")
@@ -409,57 +387,15 @@ def denoised_psnr_text(table: pd.DataFrame, summary: dict, header: Sequence[str]
     return "\n".join(lines) + "\n"
 
 
-# --- noisy and clean images beside a run ----------------------------------------------------------------------
-
-
-def partner_images(folder: str | Path, names: Sequence[str], suffix: str) -> dict[str, Path]:
-    """name -> image file in `folder` for the run's image names, matched as bdn.data does: `<name><suffix>.<ext>`
-    (suffix '_real' for noisy, '_mean' for clean) or `<name>.<ext>`. Names without a file are left out; BdnError
-    for a folder with no images, or two files for one name."""
-    paths, problems = list_images([folder])
-    if problems:
-        raise BdnError(problems[0])
-    wanted, found = set(names), {}
-    for path in paths:
-        stem = path.stem
-        key = stem[: -len(suffix)] if stem.endswith(suffix) and len(stem) > len(suffix) else stem
-        if key in wanted:
-            if key in found:
-                raise BdnError(f"{path}: same image name {key!r} as {found[key].name}; keep only one of them")
-            found[key] = path
-    return found
-
-
-def fit_to(image: np.ndarray, shape: tuple[int, ...], reference: np.ndarray | None = None) -> np.ndarray | None:
-    """`image` brought to a snapshot's shape, or None where it cannot be.
-
-    run_BDN fits a crop of the image when the sides are not multiples of its net's (the top-left part,
-    bdn.data.crop_to_multiple) or with `--crop` (a centre crop first): a larger image is cut to the top-left or
-    the centre window, whichever is nearer `reference` (a snapshot of the run) in mean squared difference.
-    """
-    if image.shape == tuple(shape):
-        return image
-    if image.ndim != len(shape) or image.shape[2:] != tuple(shape[2:]):
-        return None
-    (height, width), (h, w) = image.shape[:2], shape[:2]
-    if height < h or width < w:
-        return None
-    top, left = (height - h) // 2, (width - w) // 2
-    candidates = [image[:h, :w], image[top : top + h, left : left + w]]
-    if reference is None:
-        return candidates[0]
-    return min(candidates, key=lambda c: float(np.mean((c.astype(np.float64) - reference) ** 2)))
-
-
 # --- figures --------------------------------------------------------------------------------------------------
 
 
 def _curves_figure(image: str, group: pd.DataFrame, choices: Choices, oracle: int | None, path: Path) -> None:
-    from bdn.report import plt, save_figure
+    from bdn.report import new_figure, save_figure
 
     iterations = group["iteration"].to_numpy()
     mean, std = group["mean"].to_numpy(), group["std"].to_numpy()
-    figure, axis = plt.subplots(figsize=(7.5, 4.0))
+    figure, axis = new_figure(figsize=(7.5, 4.0))
     axis.fill_between(iterations, mean - std, mean + std, color="tab:blue", alpha=0.15, lw=0, label="mean +- std")
     axis.plot(iterations, mean, color="tab:blue", lw=1.0, label="mean score")
     if choices.smooth is not None:
@@ -535,7 +471,7 @@ def _choice_record(image: str, choices: Choices) -> dict:
         "iteration": iteration,
         "score": figure if math.isfinite(figure) else None,
         "judge_iteration": iteration,
-        "file": f"{iteration:05d}.png",
+        "file": snapshot_name(iteration),
     }
 
 
@@ -559,12 +495,12 @@ def select_run(
 ) -> tuple[pd.DataFrame, dict, Choices]:
     """Score, choose and write every file of the module docstring; returns (gaps table, summary, choices)."""
     start_index = _check_int("start_index", start_index, 0)
-    smooth = _check_smooth(smooth)
+    smooth = check_smooth(smooth)
     run, out = Path(run_path), Path(output_path)
     if out.exists() and not out.is_dir():
         raise BdnError(f"--output_path {out}: exists and is not a folder")
     # Bad input fails before the long part (scoring).
-    names = sorted({it.path.parent.name for it in _run_iterates(run)})
+    names = sorted({it.path.parent.name for it in read_run(run, require_snapshots=True)})
     noisy_files = {} if noisy_path is None else partner_images(noisy_path, names, NOISY_SUFFIX)
     clean_files = {} if clean_path is None else partner_images(clean_path, names, CLEAN_SUFFIX)
     scores = score_run(
@@ -583,7 +519,7 @@ def select_run(
         folder = scores.loc[scores["image"] == image, "path"].iloc[0].parent
 
         def snapshot(iteration: int, folder: Path = folder) -> Path:
-            return folder / f"{iteration:05d}.png"
+            return folder / snapshot_name(iteration)
 
         chosen = snapshot(choices[image]).read_bytes()
         atomic_write_bytes(out / f"{image}_BIQAN.png", chosen)
@@ -593,136 +529,10 @@ def select_run(
         _compare_figure(image, series, choices, noisy, clean, out / f"{image}_Compare.png", snapshot)
         oracle = None if row.oracle_iteration is pd.NA else int(row.oracle_iteration)
         _curves_figure(image, scores[scores["image"] == image], choices, oracle, out / f"{image}_Curves.png")
-        atomic_write_bytes(folder / "result.png", chosen)
-        atomic_write_text(folder / "choice.json", json.dumps(_choice_record(image, choices), indent=2) + "\n")
+        write_choice(folder, _choice_record(image, choices), chosen)
     smoothing = "none" if smooth is None else f"{smooth:g}"
     header = [*header, f"start_index {start_index}; smoothing {smoothing}"]
     header += [f"{image}: {note}" for image, note in sorted(choices.notes.items())]
     atomic_write_text(out / "Denoised_PSNR.csv", table.to_csv(index=False))
     atomic_write_text(out / "Denoised_PSNR.txt", denoised_psnr_text(table, summary, header))
     return table, summary, choices
-
-
-# --- command line ---------------------------------------------------------------------------------------------
-
-
-def build_parser(prog: str = "test_BIQAN.py") -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog=prog,
-        description="Pick the best DIP iterate of each image of a run_BDN output folder with BIQAN, write the "
-        "chosen images, comparison figures, score curves and Denoised_PSNR.txt (see biqan/select.py).",
-    )
-    add = parser.add_argument
-    add(
-        "--run_path",
-        "--dataset_image_path",
-        dest="run_path",
-        required=True,
-        help="run_BDN output folder (--dataset_image_path: the seed's name)",
-    )
-    add(
-        "--model_path",
-        "--pre_trained_model",
-        dest="model_path",
-        default=None,
-        help="BIQAN checkpoint (.safetensors from train_BIQAN.py; default: checkpoints/biqan.safetensors, shipped)",
-    )
-    add("--output_path", required=True, help="folder for the chosen images, figures and Denoised_PSNR.txt")
-    add("--start_index", type=int, default=START_INDEX, help="skip each image's first N iterates (the seed: 40)")
-    add(
-        "--is_smooth",
-        type=boolean,
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="BOOL",
-        help="low-pass filter the scores before choosing (true/false; the seed's option)",
-    )
-    add("--smooth_factor", type=float, default=SEED_SMOOTH, help="the filter's factor with --is_smooth (seed: 0.8)")
-    add("--batch_size", type=int, default=32, help="snapshots scored at once")
-    add("--tiles", type=int, default=1, help="score a grid of N x N crops of each snapshot, averaged (1: the centre)")
-    add("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    add("--gpu_id", type=int, default=None, help="the seed's GPU number: the same as --device cuda:N")
-    add("--dataset_real_path", default=None, help="noisy images (<id>_real.<ext>) for the comparison figures")
-    add("--dataset_mean_path", default=None, help="clean images (<id>_mean.<ext>) for the comparison figures")
-    add("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    add("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    return parser
-
-
-def _model_file(given: str | None) -> Path:
-    """The checkpoint to load: the given file, or the shipped `checkpoints/biqan.safetensors`."""
-    if given is not None:
-        path = Path(given)
-        if not path.is_file():
-            raise BdnError(f"--model_path {given}: no such file")
-        return path
-    from bdn.tensorfile import shipped_files
-
-    shipped = shipped_files("biqan")
-    if "" not in shipped:
-        raise BdnError(
-            "no --model_path given and no BIQAN ships with this install (checkpoints/biqan.safetensors); "
-            "train one with train_BIQAN.py and pass --model_path"
-        )
-    return shipped[""]
-
-
-def _load_model(path: Path) -> tuple[torch.nn.Module, dict]:
-    """(model, metadata) from a train_BIQAN checkpoint (biqan.model.load_biqan)."""
-    from biqan.model import load_biqan
-
-    return load_biqan(path)
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "test_BIQAN.py") -> int:
-    """The command line; returns the exit status (0 done, 1 bad input)."""
-    try:
-        args = build_parser(prog).parse_args(argv)
-        if args.threads is not None:
-            torch.set_num_threads(_check_int("--threads", args.threads, 1))
-        if not 0 <= args.smooth_factor < 1:
-            raise BdnError(f"--smooth_factor must be in [0, 1), got {args.smooth_factor}")
-        _check_int("--start_index", args.start_index, 0)
-        _check_int("--batch_size", args.batch_size, 1)
-        _check_int("--tiles", args.tiles, 1)
-        device = f"cuda:{_check_int('--gpu_id', args.gpu_id, 0)}" if args.gpu_id is not None else args.device
-        device = pick_device(device, what="--device")
-        for option, folder in (
-            ("--dataset_real_path", args.dataset_real_path),
-            ("--dataset_mean_path", args.dataset_mean_path),
-        ):
-            if folder is not None and not Path(folder).is_dir():
-                raise BdnError(f"{option} {folder}: no such folder")
-        path = _model_file(args.model_path)
-        model, metadata = _load_model(path)
-        protocol, crop = str(metadata.get("protocol", "native")), int(metadata.get("crop", 224))
-        table, summary, choices = select_run(
-            args.run_path,
-            args.output_path,
-            model,
-            protocol=protocol,
-            crop=crop,
-            start_index=args.start_index,
-            smooth=args.smooth_factor if args.is_smooth else None,
-            batch_size=args.batch_size,
-            device=device,
-            noisy_path=args.dataset_real_path,
-            clean_path=args.dataset_mean_path,
-            tiles=args.tiles,
-            header=[
-                f"test_BIQAN: run {args.run_path}; model {path} (protocol {protocol}, crop {crop}"
-                + (f", {args.tiles}x{args.tiles} crops averaged)" if args.tiles > 1 else ")")
-            ],
-            progress=args.progress,
-        )
-    except BdnError as error:
-        print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    print((Path(args.output_path) / "Denoised_PSNR.txt").read_text(encoding="utf-8"), end="")
-    for image, note in sorted(choices.notes.items()):
-        print(f"{prog}: note: {image}: {note}", file=sys.stderr)
-    return 0

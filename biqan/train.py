@@ -34,7 +34,6 @@ summed. The output folder must be shared by all processes to resume.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -48,8 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bdn.cmdline import OneLineParser, torchrun_world
-from bdn.devices import pick_device
+from bdn.devices import pick_device, torchrun_world
 from bdn.errors import BdnError
 from bdn.tensorfile import read_checkpoint, write_checkpoint
 from biqan.model import (
@@ -271,12 +269,10 @@ def _write_log(directory: Path, rows: list[dict]) -> None:
 
 
 def _plot(path: Path, rows: list[dict]) -> None:
-    import matplotlib.pyplot as plt
-
-    from bdn.report import save_figure  # (it sets the file-only Agg backend)
+    from bdn.report import new_figure, save_figure
 
     epochs = [r["epoch"] for r in rows]
-    figure, axis = plt.subplots(figsize=(6, 3.5))
+    figure, axis = new_figure(figsize=(6, 3.5))
     axis.plot(epochs, [r["train_emd"] for r in rows], marker=".", label="training")
     axis.plot(epochs, [r["val_emd"] for r in rows], marker="o", label="validation")
     switch = [r["epoch"] for r, s in zip(rows[1:], rows[:-1], strict=False) if r["layers"] != s["layers"]]
@@ -386,7 +382,6 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
     """Train (or resume) BIQAN into `options.output_path`; returns the last log row. BdnError for bad input."""
     rank, world, local = torchrun_world()
     device = _device(options.device, world, local)
-    torch.set_num_threads(options.threads)
     plan = _plan(options, world)
     if world > 1:
         _start_group(world, device)
@@ -518,114 +513,3 @@ def _fit(options: TrainOptions, plan: _Plan, rank: int, world: int, device: torc
         if stopped and rank == 0:
             print(f"early stop: no better validation EMD for {PATIENCE} epochs", flush=True)
     return history[-1]
-
-
-# --- the command line ----------------------------------------------------------------------------------
-
-
-def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    defaults = TrainOptions(score_paths=(), output_path="")
-    parser = OneLineParser(prog=prog, description=__doc__.split("\n")[0])
-    add = parser.add_argument
-    add(
-        "--score_path",
-        "--dataset_file_path",
-        nargs="+",
-        action="extend",
-        required=True,
-        metavar="FILE",
-        help="score file(s) written by generator_dataset.py (several are pooled)",
-    )
-    add(
-        "--output_path",
-        "--output_checkpoint",
-        required=True,
-        metavar="DIR",
-        help="folder for the weights, checkpoint, log and curves; an unfinished run there resumes",
-    )
-    add("--arch", default=defaults.arch, choices=ARCHES, help=f"torchvision MobileNet (default {defaults.arch})")
-    add("--dropout", type=float, default=defaults.dropout, help="dropout before the 10-way layer (default 0.75)")
-    add(
-        "--protocol",
-        default=defaults.protocol,
-        choices=PROTOCOLS,
-        help="native: crops at the iterate's resolution; resize: the seed's 256 resize, then crop (default native)",
-    )
-    add("--crop", type=int, default=defaults.crop, help="crop size in pixels (default 224)")
-    add("--batch_size", type=int, default=defaults.batch_size, help="per process (default 32)")
-    add("--epochs", type=int, default=defaults.epochs, help="at most this many epochs in all (default 40)")
-    add(
-        "--head_epochs",
-        type=int,
-        default=defaults.head_epochs,
-        help="with --backbone: epochs of stage 1, only the head learns (default 5)",
-    )
-    add("--lr", type=float, default=defaults.lr, help="Adam learning rate (default 1e-3)")
-    add(
-        "--val_fraction",
-        type=float,
-        default=defaults.val_fraction,
-        help="share of the source images held out for validation (default 0.1)",
-    )
-    add("--seed", type=int, default=defaults.seed, help="seed of the split, initialisation and sampling")
-    add("--threads", type=int, default=defaults.threads, help="torch CPU threads per process (default 2)")
-    add("--device", default=defaults.device, help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
-    add("--gpu_id", type=int, default=None, help="the seed's option: the same as --device cuda:N")
-    add(
-        "--backbone",
-        default=None,
-        metavar="FILE",
-        help="pretrained MobileNet weights (torchvision names, safetensors): two-stage training",
-    )
-    add("--workers", type=int, default=defaults.workers, help="DataLoader worker processes (default 2)")
-    add("--no_progress", action="store_true", help="no progress bar")
-    return parser
-
-
-def options_from_args(args: argparse.Namespace) -> TrainOptions:
-    device = f"cuda:{args.gpu_id}" if args.gpu_id is not None else args.device
-    return TrainOptions(
-        score_paths=tuple(args.score_path),
-        output_path=args.output_path,
-        arch=args.arch,
-        dropout=args.dropout,
-        protocol=args.protocol,
-        crop=args.crop,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        head_epochs=args.head_epochs,
-        lr=args.lr,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        threads=args.threads,
-        device=device,
-        backbone=args.backbone,
-        workers=args.workers,
-    )
-
-
-def _one_line(error: BaseException) -> str:
-    """The message on one line; for an error re-raised from a DataLoader worker, the original message."""
-    text = str(error)
-    marker = "BdnError: "
-    if "\n" in text and marker in text:
-        text = text.rsplit(marker, 1)[1]
-    return " ".join(text.split())
-
-
-def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
-    """The command line; returns the exit status (0 trained, 1 bad input, 130 interrupted)."""
-    try:
-        args = build_parser(prog).parse_args(argv)
-        row = train(options_from_args(args), progress=not args.no_progress)
-    except BdnError as error:
-        print(f"{prog}: error: {_one_line(error)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(
-            f"{prog}: interrupted: run the same command again to resume after the last finished epoch", file=sys.stderr
-        )
-        return 130
-    if torchrun_world()[0] == 0:
-        print(f"done: {row['epoch']} epochs, last validation EMD {row['val_emd']:.4f} -> {args.output_path}")
-    return 0

@@ -1,4 +1,4 @@
-"""biqan.labels and generator_dataset.py: the exact score labels of SPEC item 2, run folders, score files, the CLI.
+"""biqan.labels and generator_dataset.py: the exact score labels of biqan/labels.py, run folders, score files, the CLI.
 
 Runs are made by hand (16x16 PNG snapshots + log.csv as run_BDN writes them), never by DIP.
 """
@@ -6,6 +6,7 @@ Runs are made by hand (16x16 PNG snapshots + log.csv as run_BDN writes them), ne
 import re
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +14,19 @@ import pytest
 from scipy import integrate
 from scipy.stats import norm
 
+from bdn.cli import run_script
+from bdn.dip.runfolder import Iterate, read_run
 from bdn.errors import BdnError
 from bdn.io import write_image
 from biqan.labels import (
-    Iterate,
     label_iterates,
-    main,
     mean_scores,
-    read_run,
     read_scores,
     score_distribution,
     write_scores,
 )
+
+main = partial(run_script, "label", "generator_dataset.py")
 
 PROJECT = Path(__file__).resolve().parent.parent
 SAVE_ITER = 5
@@ -327,7 +329,7 @@ def test_seed_style_script(tmp_path):
         ("no_psnr", r"b/log\.csv has no PSNR \(no clean image\): cannot label its iterates"),
         ("missing_snapshot", r"a/00010\.png: snapshot listed in .*a/log\.csv is missing"),
         ("bad_log", r"a/log\.csv, line 3: malformed row"),
-        ("bad_bool", "argument --is_use_exp: expected true or false, got 'maybe'"),
+        ("bad_bool", "argument --is-use-exp: expected true or false, got 'maybe'"),
         ("skip_all", "--start_position 20 skips every iterate"),
         ("several_runs", "give --output_path when reading several runs"),
     ],

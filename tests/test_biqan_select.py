@@ -9,6 +9,7 @@ advance. One test uses helper B's real BIQAN (biqan.model) where it exists.
 import json
 import runpy
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,22 +18,23 @@ import pytest
 import torch
 from torch import nn
 
+import biqan.cli.select as select_command
 import biqan.select as select
+from bdn.cli import build_parser, run_script
+from bdn.dip.runfolder import fit_to, partner_images
 from bdn.errors import BdnError
 from bdn.io import read_image, write_image
 from biqan.select import (
     choose,
     distribution_stats,
-    fit_to,
     gap_summary,
     gaps,
-    main,
-    partner_images,
     pick,
     score_run,
     smooth_scores,
 )
 
+main = partial(run_script, "select", "test_BIQAN.py")
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 PROJECT = Path(__file__).resolve().parent.parent
 SAVE_ITER = 20
@@ -109,7 +111,7 @@ def stand_in(monkeypatch):
         loaded.append(Path(path))
         return Brightness(), {"protocol": "native", "crop": 224}
 
-    monkeypatch.setattr(select, "_load_model", load)
+    monkeypatch.setattr(select_command, "_load_model", load)
     monkeypatch.setattr(select, "default_transform", lambda protocol, crop, tiles=1: identity)
     return loaded
 
@@ -423,7 +425,7 @@ def test_main_writes_every_file(run, tmp_path, stand_in, monkeypatch, capsys):
     ],
 )
 def test_is_smooth_takes_the_seeds_strings(flag, smoothed):
-    args = select.build_parser().parse_args(["--run_path", "r", "--output_path", "o", *flag])
+    args = build_parser("select").parse_args(["select", "--run_path", "r", "--output_path", "o", *flag])
     assert args.is_smooth is smoothed and args.smooth_factor == 0.8
 
 
@@ -472,7 +474,7 @@ def test_main_bad_input_is_one_line(run, tmp_path, stand_in, capsys, monkeypatch
     cases = [
         (["--run_path", str(run), "--model_path", str(tmp_path / "nope.safetensors")], "no such file"),
         (["--run_path", str(tmp_path / "missing"), "--model_path", model], "no such folder"),
-        (["--run_path", str(run), "--model_path", model, "--start_index", "-1"], "--start_index must be"),
+        (["--run_path", str(run), "--model_path", model, "--start_index", "-1"], "--start-index: must be >= 0"),
         (["--run_path", str(run), "--model_path", model, "--is_smooth", "maybe"], "expected true or false"),
         (["--run_path", str(run), "--model_path", model, "--dataset_mean_path", str(tmp_path / "x")], "no such folder"),
         (

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,15 @@ from skimage import data as skdata
 from torchvision.models import mobilenet_v3_small
 
 import biqan.train as train_module
+from bdn.cli import run_script
 from bdn.errors import BdnError
 from bdn.io import write_image
 from bdn.tensorfile import read_tensors, save_tensors
 from biqan.labels import read_scores, score_distribution, write_scores
 from biqan.model import load_biqan
-from biqan.train import main, split_by_image
+from biqan.train import split_by_image
+
+main = partial(run_script, "train-biqan", "train_BIQAN.py")
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 PROJECT = Path(__file__).resolve().parent.parent

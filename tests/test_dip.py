@@ -13,13 +13,14 @@ import pytest
 import torch
 
 import bdn.dip.fit as fit_module
-from bdn.dip.fit import DipConfig, fit_dip, pick_device, ssim_torch
+from bdn.dip.fit import DipConfig, fit_dip, pick_device
 from bdn.dip.judges import EMVJudge, NoiseJudge, NoneJudge, OracleJudge, WMVJudge, make_judge
 from bdn.dip.nets import NET_TYPES, NetSpec, build_net, check_size, count_parameters, min_size, smallest_side
 from bdn.errors import BdnError
 from bdn.metrics import psnr, ssim
 from bdn.noise import estimate_noise_level
 from bdn.tensors import to_nchw
+from bdn.torch_metrics import ssim_score
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -277,7 +278,7 @@ def test_torch_ssim_equals_scikit_image(rng):
         clean = rng.random(shape)
         out = np.clip(clean + rng.normal(0, 0.1, shape), -0.1, 1.1)  # ssim clips the output, as bdn.metrics does
         nchw = partial(to_nchw, dtype=torch.float64)
-        assert float(ssim_torch(nchw(out), nchw(clean))) == pytest.approx(ssim(clean, out), abs=1e-10)
+        assert float(ssim_score(nchw(out), nchw(clean))) == pytest.approx(ssim(clean, out), abs=1e-10)
 
 
 def test_pick_device():

@@ -156,7 +156,7 @@ def test_cli_denoise_with_dip(tmp_path, torch_one_thread, capsys):
         )
         == 1
     )
-    assert "init 'nowhere.safetensors'" in capsys.readouterr().err
+    assert "initialisation 'nowhere.safetensors'" in capsys.readouterr().err
     assert not (tmp_path / "o2" / "in.png").exists()
 
 

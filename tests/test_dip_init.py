@@ -263,13 +263,13 @@ def test_cli_bad_input_gives_one_line_and_writes_nothing(args, message, tmp_path
     argv = ["dip-init", *(a.format(tmp=tmp_path) for a in args), "--out", str(out), "--device", "cpu"]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert err.startswith("bdn: error: ") and message in err and err.count("\n") == 1
+    assert err.startswith("bdn dip-init: error: ") and message in err and err.count("\n") == 1
     assert not out.parent.exists()
 
 
 def test_cli_needs_a_folder_and_out(tmp_path, capsys):
     assert main(["dip-init", str(tmp_path)]) == 1
-    assert capsys.readouterr().err == "bdn: error: dip-init needs a FOLDER of images and --out PATH (or --list)\n"
+    assert capsys.readouterr().err == "bdn dip-init: error: give a FOLDER of images and --out PATH (or --list)\n"
 
 
 def test_cli_learns_and_lists(tmp_path, capsys, monkeypatch):

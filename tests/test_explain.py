@@ -200,7 +200,7 @@ def test_command_without_weights_is_one_line_error(tmp_path, capsys):
     code = main(["explain", str(image_path), "--model", missing, "--pixels", "1,1", "-o", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 1
-    assert err.count("\n") == 1 and err.startswith("bdn: error: no shipped weights for")
+    assert err.count("\n") == 1 and err.startswith("bdn explain: error: no shipped weights for")
     assert not (tmp_path / "x").exists()
 
 
@@ -211,4 +211,5 @@ def test_command_pixel_outside_is_one_line_error(tmp_path, capsys):
     image_path = write_image(tmp_path / "img.png", np.full((16, 16), 0.5, np.float32))
     args = ["explain", str(image_path), "--model", name, "--weights", str(weights), "--pixels", "16,2"]
     assert main([*args, "-o", str(tmp_path / "x")]) == 1
-    assert capsys.readouterr().err == "bdn: error: pixel (16, 2) is outside the 16x16 image (rows 0-15, cols 0-15)\n"
+    expected = "bdn explain: error: pixel (16, 2) is outside the 16x16 image (rows 0-15, cols 0-15)\n"
+    assert capsys.readouterr().err == expected

@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,11 @@ import pytest
 import torch
 
 import bdn.export
-from bdn.export import main
+from bdn.cli import run_script
 from bdn.models import build_model, load_model
 from bdn.models.weights import save_weights
+
+main = partial(run_script, "export", "bdn export")
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
@@ -178,7 +181,7 @@ def _fails(tmp_path: Path, model_dir: Path, config: Path, *extra: str) -> str:
         *extra,
     )  # fmt: skip
     assert code == 1 and stdout == ""
-    assert stderr.startswith("bdn.export: error: ") and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("bdn export: error: ") and stderr.count("\n") == 1, stderr
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     return stderr
 
@@ -257,6 +260,5 @@ def test_failed_check_leaves_output_directory_as_it_was(tmp_path, plain_dir, mon
 
 
 def test_asking_for_no_format_is_a_usage_error(plain_dir, tmp_path, capsys):
-    with pytest.raises(SystemExit) as stop:
-        main(["--checkpoint-directory", str(plain_dir), "--pipeline-config", "c.json", "--output-directory", "o"])
-    assert stop.value.code == 2 and "--to-onnx and --to-torchscript" in capsys.readouterr().err
+    code = main(["--checkpoint-directory", str(plain_dir), "--pipeline-config", "c.json", "--output-directory", "o"])
+    assert code == 1 and "--to-onnx and --to-torchscript" in capsys.readouterr().err

@@ -5,6 +5,7 @@ grows with the mean brightness, so its choices are known in advance.
 """
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,16 @@ import pytest
 import torch
 from torch import nn
 
+from bdn.cli import run_script
 from bdn.dip.judges import NoiseJudge, WMVJudge, make_judge
 from bdn.errors import BdnError
 from bdn.io import read_image, write_image
-from bdn.judge_run import judge_run, main
+from bdn.judge_run import judge_run
 from bdn.metrics import psnr
 from biqan.judge import BiqanJudge
 from biqan.select import choose, score_run
+
+main = partial(run_script, "judge", "bdn judge")
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 SAVE_ITER = 20
@@ -317,4 +321,4 @@ def test_main_prints_the_table_and_fails_in_one_line(run, capsys):
     capsys.readouterr()
     assert main(["--run_path", str(run), "--judge", "wmv", "--option", "window"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("python -m bdn.judge_run: error: ") and "KEY=VALUE" in err[0]
+    assert len(err) == 1 and err[0].startswith("bdn judge: error: ") and "KEY=VALUE" in err[0]

@@ -1,4 +1,4 @@
-"""run_BDN (bdn.dip.run): the file contract of SPEC.md item 1, resuming, torchrun, the seed's split, bad input.
+"""run_BDN (bdn.dip.run): the run folder of bdn/dip/runfolder.py, resuming, torchrun, the seed's split, bad input.
 
 Everything is tiny: 64x64 images, a 3-scale net of a few hundred weights (`TINY`), at most a few hundred
 iterations, one thread. Subprocesses (SIGKILL, torchrun, the script itself) run `TINY` by the name "tiny" through
@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +21,21 @@ import pytest
 import torch
 
 import bdn.dip.run as run_module
+from bdn.cli import run_script
+from bdn.cli.run import _start_group
 from bdn.data import synthesize
 from bdn.dip.fit import DipConfig, fit_dip
 from bdn.dip.init import InitConfig, _metadata, save_init
 from bdn.dip.nets import NET_TYPES, NetSpec, build_net
-from bdn.dip.run import Item, main, run_folder, select_items, split_part
+from bdn.dip.run import Item, run_folder, select_items, split_part
+from bdn.dip.runfolder import SUMMARY_COLUMNS
 from bdn.errors import BdnError
 from bdn.io import read_image, write_image
 from bdn.metrics import psnr, psnr_ssim
 
 PROJECT = Path(__file__).resolve().parent.parent
+
+main = partial(run_script, "run", "run_BDN.py")
 TINY = NetSpec(channels_down=(4, 8, 8), channels_up=(4, 8, 8), channels_skip=(0, 2, 2))  # sides: multiples of 8
 WRAPPER = """
 import sys
@@ -37,8 +43,9 @@ import torch
 torch.set_num_threads(1)
 from bdn.dip.nets import NET_TYPES, NetSpec
 NET_TYPES["tiny"] = NetSpec(channels_down=(4, 8, 8), channels_up=(4, 8, 8), channels_skip=(0, 2, 2))
-from bdn.dip.run import main
-sys.exit(main(sys.argv[1:]))
+from bdn.cli import run_script
+from bdn.cli.run import _start_group
+sys.exit(run_script("run", "run_BDN.py", sys.argv[1:]))
 """
 # The CPU: its fits are reproducible (a GPU would be chosen by --device auto, and CUDA fits are not bit-exact).
 TINY_ARGS = ["--net_type", "tiny", "--input_depth", "4", "--no-progress", "--device", "cpu"]
@@ -145,7 +152,7 @@ def test_file_contract_on_a_folder_of_pairs(tmp_path):
         assert not (folder / "checkpoint.pt").exists()
 
     summary = pd.read_csv(out / "summary.csv")
-    assert list(summary.columns) == list(run_module.SUMMARY_COLUMNS) and summary["image"].tolist() == names
+    assert list(summary.columns) == list(SUMMARY_COLUMNS) and summary["image"].tolist() == names
     assert (summary["iterations"] == 20).all() and (summary["best_psnr"] > 0).all()
     assert summary["s_per_iter"].tolist() == pytest.approx((summary["seconds"] / 20).tolist(), rel=0.05)
     assert "d800_iso3200_2" in (out / "summary.md").read_text()
@@ -250,10 +257,10 @@ def test_stop_biqan_scores_the_snapshots_and_writes_its_choice(tmp_path, tiny_na
         ("pairs", ["--stop", "noise", "--noise_sigma", "-3"], "judge noise: sigma must be a number > 0, got -3.0"),
         ("pairs", ["--mask_ratio", "0.5"], "mask_ratio > 0 hides pixels of the input image: use input_base image"),
         ("pairs", ["--mask_ratio", "1"], "mask_ratio must be a number in [0, 1), got 1.0"),
-        ("pairs", ["--init", "nowhere.safetensors"], "init 'nowhere.safetensors': no such file"),
+        ("pairs", ["--init", "nowhere.safetensors"], "initialisation 'nowhere.safetensors': no such file"),
         ("pairs", ["--device", "tpu"], "device 'tpu': not a device name"),
         ("pairs", ["--num_iter", "0"], "num_iter must be a positive integer"),
-        ("pairs", ["--num_iter", "many"], "argument --num_iter: invalid int value: 'many'"),
+        ("pairs", ["--num_iter", "many"], "argument --num-iter: invalid int value: 'many'"),
         ("pairs", ["--is_split_dataset", "--dataset_part_id", "3/2"], "need 1 <= I <= P"),
         ("pairs", ["--noise", "pink:3"], "pink"),
     ],
@@ -328,7 +335,7 @@ def test_checkpoints_resume_and_are_refused_when_corrupt_or_made_otherwise(tmp_p
         checkpoint.write_bytes(damaged)
         assert main(argv) == 1
         err = capsys.readouterr().err
-        assert f"checkpoint {checkpoint} is corrupt" in err and "delete it to start the image again" in err
+        assert f"{checkpoint} is damaged" in err and "delete it to start the image again" in err
         assert not (out / "a" / "done.json").exists()
 
     checkpoint.write_bytes(good)
@@ -582,8 +589,9 @@ def test_without_a_process_group_each_rank_still_takes_its_share(tmp_path, monke
     data = make_folder(tmp_path / "data", ["p", "q", "r"])
     out = tmp_path / "out"
     config = tiny_config(num_iter=2, save_iter=2)
+    assert _start_group(2, "run_BDN.py") is False  # bdn run then hands run_folder no barrier
+    assert "run_BDN.py: torch.distributed (gloo) did not start" in capsys.readouterr().err
     report = run_folder(data / "real", data / "mean", out, config, progress=False, echo=None, device="cpu")
-    assert "torch.distributed (gloo) did not start" in capsys.readouterr().err
     assert report.done == ["q"] and [row["image"] for row in report.rows] == ["q"]  # the summary so far
 
 
@@ -617,13 +625,13 @@ def test_the_script_is_a_thin_front_end(tmp_path):
     )
     assert finished.returncode == 1 and finished.stdout == ""
     lines = finished.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"run_BDN.py: {tmp_path / 'empty'}: no images found")
+    assert len(lines) == 1 and lines[0].startswith(f"run_BDN.py: error: {tmp_path / 'empty'}: no images found")
 
 
 def test_stop_biqan_without_a_model_takes_the_shipped_network():
     from pathlib import Path
 
-    from bdn.dip.run import _shipped_biqan
+    from bdn.cli.run import _shipped_biqan
     from biqan.model import load_biqan
 
     path = Path(_shipped_biqan())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -10,9 +11,12 @@ import torch
 from skimage import data as skdata
 
 import bdn.train as train_module
+from bdn.cli import run_script
 from bdn.errors import BdnError
 from bdn.models.weights import load_weights
-from bdn.train import TrainingData, load_config, main, merge_config, split_validation
+from bdn.train import TrainingData, load_config, merge_config, split_validation
+
+main = partial(run_script, "train", "bdn train")
 
 
 @pytest.fixture
@@ -104,7 +108,7 @@ def test_a_checkpoint_of_another_config_is_refused(tmp_path, clean_folder, capsy
     changed = json.loads((tmp_path / "config.json").read_text())
     changed["train"]["lr"] = 0.01
     (tmp_path / "other.json").write_text(json.dumps(changed))
-    assert main(["--model-directory", str(tmp_path / "m"), "--pipeline-config", str(tmp_path / "other.json")]) == 2
+    assert main(["--model-directory", str(tmp_path / "m"), "--pipeline-config", str(tmp_path / "other.json")]) == 1
     assert "made with another config" in capsys.readouterr().err
 
 
@@ -131,7 +135,7 @@ def test_config_file_errors(tmp_path, capsys):
     with pytest.raises(BdnError, match="no such pipeline config"):
         load_config(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{nope")
-    assert main(["--model-directory", str(tmp_path / "m"), "--pipeline-config", str(tmp_path / "bad.json")]) == 2
+    assert main(["--model-directory", str(tmp_path / "m"), "--pipeline-config", str(tmp_path / "bad.json")]) == 1
     assert "not valid JSON" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
@@ -185,10 +189,10 @@ def test_seed_004_keys_losses_and_fine_tuning(tmp_path, clean_folder):
 def test_seed_datasets_that_cannot_be_downloaded_say_so(tmp_path, capsys):
     config = {"model": "resnet_5x5_bn_3x3", "dataset": "STL10", "save_weight_path": str(tmp_path / "m")}
     (tmp_path / "c.json").write_text(json.dumps(config))
-    assert main(["--pipeline-config", str(tmp_path / "c.json")]) == 2
+    assert main(["--pipeline-config", str(tmp_path / "c.json")]) == 1
     assert "'STL10' cannot be downloaded on this machine" in capsys.readouterr().err
     (tmp_path / "d.json").write_text(json.dumps({"model": "resnet_5x5_bn_3x3"}))
-    assert main(["--pipeline-config", str(tmp_path / "d.json")]) == 2
+    assert main(["--pipeline-config", str(tmp_path / "d.json")]) == 1
     assert "give --model-directory (or save_weight_path in the config)" in capsys.readouterr().err
 
 

@@ -8,7 +8,7 @@ Needs torch; `import bdn` alone does not import this package.
                      judge=make_judge("wmv"))
 """
 
-from bdn.dip.fit import DipConfig, DipFrame, DipResult, fit_dip, pick_device, ssim_torch
+from bdn.dip.fit import DipConfig, DipFrame, DipResult, fit_dip, pick_device
 from bdn.dip.judges import JUDGES, EMVJudge, Judge, NoiseJudge, NoneJudge, OracleJudge, WMVJudge, make_judge
 from bdn.dip.nets import (
     NET_TYPES,
@@ -45,5 +45,4 @@ __all__ = [
     "net_spec",
     "pick_device",
     "smallest_side",
-    "ssim_torch",
 ]

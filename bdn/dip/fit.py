@@ -10,7 +10,7 @@ work, in the order above, then `_record`); `fit_dip` builds one, steps it with t
 progress bar, and returns its `DipResult`. The records (history, the oracle's best snapshot, the peak) are in
 bdn/dip/history.py, the CUDA-graph replay in bdn/dip/graphs.py, the bf16 mirror in bdn/dip/precision.py.
 
-Fall-back (SPEC.md item 1): the seed checks every iteration whether the PSNR of the raw output against the noisy
+Fall-back (the seed's rule): the seed checks every iteration whether the PSNR of the raw output against the noisy
 image fell by more than `fallback_db` since the last good iteration, and if so puts back the weights of that
 iteration. bdn does the same every iteration, entirely on the device (no host sync): the parameters live in one
 flat buffer, a copy of the last good weights is refreshed with one `torch.where` before each optimiser step and
@@ -59,8 +59,10 @@ from bdn.dip.nets import NetSpec, build_net, check_size, count_parameters, net_s
 from bdn.dip.precision import PRECISIONS, Bf16Mirror, flatten_parameters, resolve_precision
 from bdn.errors import BdnError
 from bdn.metrics import psnr_ssim, to_float01
+from bdn.tensors import to_image, to_nchw
+from bdn.torch_metrics import psnr_torch, ssim_score
 
-__all__ = ["DipConfig", "DipFit", "DipFrame", "DipResult", "fit_dip", "pick_device", "ssim_torch"]
+__all__ = ["DipConfig", "DipFit", "DipFrame", "DipResult", "check_config", "fit_dip", "pick_device"]
 
 INPUT_BASES = ("noise", "image", "smoothed")
 PERTURBATIONS = ("fixed", "random", "none")
@@ -144,7 +146,7 @@ def pick_memory_format(config: DipConfig, device: torch.device) -> torch.memory_
     return torch.channels_last if wanted else torch.contiguous_format
 
 
-def _check_config(config: DipConfig) -> None:
+def check_config(config: DipConfig) -> None:
     """BdnError naming the first setting that cannot work."""
     net_spec(config.net_type)
 
@@ -196,43 +198,6 @@ def _image(image: np.ndarray, what: str) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def _to_nchw(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(image))
-    t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
-    return t[None].contiguous().to(device)
-
-
-def _to_image(t: torch.Tensor) -> np.ndarray:
-    """(1, C, H, W) tensor to a bdn image on the host (a copy)."""
-    x = t.detach()[0].float().cpu()
-    x = x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)
-    return np.array(x.numpy(), dtype=np.float32)
-
-
-def _psnr(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """bdn's PSNR (x clipped to [0, 1], data range 1) as a 0-d device tensor; float32 MSE is ample for logging."""
-    return -10.0 * torch.log10(torch.mean((x.clamp(0.0, 1.0) - reference) ** 2))
-
-
-def ssim_torch(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """SSIM of x against y, (N, C, H, W), equal to scikit-image's defaults (7x7 uniform window, K1 0.01, K2 0.03,
-    sample covariance, data range 1, the window-wide border cropped, channels averaged), x clipped to [0, 1].
-
-    scikit-image filters with reflection and then crops 3 pixels on every side, which leaves exactly the means
-    over windows lying wholly inside the image: a 7x7 average pool without padding.
-    """
-    dtype = torch.float32 if x.device.type == "mps" else torch.float64
-    x, y = x.detach().to(dtype).clamp(0.0, 1.0), y.detach().to(dtype)
-    ux, uy = F.avg_pool2d(x, 7, stride=1), F.avg_pool2d(y, 7, stride=1)
-    norm = 49.0 / 48.0
-    vx = norm * (F.avg_pool2d(x * x, 7, stride=1) - ux * ux)
-    vy = norm * (F.avg_pool2d(y * y, 7, stride=1) - uy * uy)
-    vxy = norm * (F.avg_pool2d(x * y, 7, stride=1) - ux * uy)
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return s.mean()
-
-
 def _load_weights(net: torch.nn.Module, state: Mapping[str, torch.Tensor], name: str, what: str = "init_state") -> None:
     try:
         net.load_state_dict(dict(state), strict=True)
@@ -274,7 +239,7 @@ def _input_base(config: DipConfig, noisy: np.ndarray, depth: int, generator: tor
     if config.input_base == "smoothed":
         sigma = (config.smooth_sigma, config.smooth_sigma) + ((0.0,) if noisy.ndim == 3 else ())
         image = gaussian_filter(noisy, sigma=sigma, mode="reflect").astype(np.float32)
-    return _to_nchw(image, torch.device("cpu"))
+    return to_nchw(image, device=torch.device("cpu"))
 
 
 def _resume_item(state: Mapping[str, object], key: str) -> object:
@@ -308,10 +273,10 @@ class DipFrame:
         self._state = state
 
     def ema(self) -> np.ndarray:
-        return _to_image(self.ema_tensor)
+        return to_image(self.ema_tensor)
 
     def raw(self) -> np.ndarray:
-        return _to_image(self.raw_tensor)
+        return to_image(self.raw_tensor)
 
     def metrics(self) -> dict:
         """This iteration's history row (brings the pending figures to the host: a sync on a GPU)."""
@@ -347,7 +312,7 @@ class _FallBack:
         """(PSNR of `raw` against the noisy image, whether the iteration collapsed); (NaN, False) when off."""
         if not self.on:
             return self._off
-        psnr_noisy = _psnr(raw, self.noisy)
+        psnr_noisy = psnr_torch(raw, self.noisy)
         fell = ~(psnr_noisy >= self.last_good - self.drop_db)  # NaN compares false: a collapse too
         torch.where(fell, self.saved, self.flat, out=self.saved)
         torch.where(fell, self.last_good, psnr_noisy, out=self.last_good)
@@ -380,7 +345,7 @@ class DipFit:
         init_state: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         config = DipConfig() if config is None else config
-        _check_config(config)
+        check_config(config)
         noisy = _image(noisy, "noisy")
         if clean is not None:
             clean = _image(clean, "clean")
@@ -420,8 +385,8 @@ class DipFit:
         # net's memory format is one cheap pass.
         self.input_base = _input_base(config, noisy, depth, torch.Generator().manual_seed(input_seed)).to(device=dev)
         self.noise = torch.Generator(device=dev).manual_seed(self.noise_seed)  # every per-iteration draw
-        self.noisy = _to_nchw(noisy, dev)
-        self.clean = _to_nchw(clean, dev) if clean is not None else None
+        self.noisy = to_nchw(noisy, device=dev)
+        self.clean = to_nchw(clean, device=dev) if clean is not None else None
         self.input_std = config.input_std / 255.0 if config.input_perturbation != "none" else 0.0
         self.reference_std = config.reference_std / 255.0 if config.reference_perturbation != "none" else 0.0
         self.input = torch.empty_like(self.input_base)
@@ -529,7 +494,7 @@ class DipFit:
     def _measure(self, loss: torch.Tensor, psnr_noisy: torch.Tensor, fell: torch.Tensor) -> None:
         """This iteration's figures into `self.figures` (FIGURES order), on the device."""
         if self.clean is not None:
-            psnr_ema, psnr_raw = _psnr(self.ema, self.clean), _psnr(self.raw, self.clean)
+            psnr_ema, psnr_raw = psnr_torch(self.ema, self.clean), psnr_torch(self.raw, self.clean)
         else:
             psnr_ema, psnr_raw = self._nan, self._nan
         torch.stack([loss.detach(), psnr_ema, psnr_raw, psnr_noisy, fell.to(self.figures.dtype)], out=self.figures)
@@ -540,7 +505,7 @@ class DipFit:
             snapshot = self.is_snapshot
             ssim = None
             if snapshot and self.clean is not None:
-                ssim = ssim_torch(self.ema, self.clean)
+                ssim = ssim_score(self.ema, self.clean)
                 self.best.offer(self.iteration, self.figures[FIGURES.index("psnr")], self.ema)
             self.recorder.add(self.iteration, self.figures, snapshot, ssim)
 
@@ -582,8 +547,8 @@ class DipFit:
             self.mirror.sync_buffers()
         history = self.recorder.history
         result = DipResult(
-            ema=_to_image(self.ema),
-            raw=_to_image(self.raw),
+            ema=to_image(self.ema),
+            raw=to_image(self.raw),
             history=history,
             iterations=self.iteration,
             stopped_early=stopped_early,
@@ -599,7 +564,7 @@ class DipFit:
             result.peak_iteration, result.peak_psnr = peak(history)
             if self.recorder.snapshots:
                 result.best_iteration = int(self.best.iteration.item())
-                result.best_image = _to_image(self.best.image)
+                result.best_image = to_image(self.best.image)
                 result.best_psnr, result.best_ssim = psnr_ssim(self.clean_image, result.best_image)
         return result
 
@@ -686,7 +651,7 @@ class _JudgeWatch:
         """Show the judge the last iteration's output (raw or EMA, as it asks); whether it says stop."""
         fit, judge = self.fit, self.judge
         stop = bool(judge.update(fit.iteration, (fit.raw if judge.source == "raw" else fit.ema)[0]))
-        if getattr(judge, "latest_choice", None) == fit.iteration:
+        if judge.latest_choice == fit.iteration:
             self.image.copy_(fit.ema)
             self.iteration = fit.iteration
         return stop
@@ -696,8 +661,8 @@ class _JudgeWatch:
         result.judge_name = self.judge.name
         result.judge_iteration = self.judge.choice()
         if self.iteration == result.judge_iteration:
-            result.judge_image = _to_image(self.image)
-        elif hasattr(self.judge, "chosen_image"):
+            result.judge_image = to_image(self.image)
+        else:
             result.judge_image = self.judge.chosen_image()
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bdn.dip.fit import DipConfig, _check_config, fit_dip, pick_device
+from bdn.dip.fit import DipConfig, check_config, fit_dip, pick_device
 from bdn.dip.nets import NET_TYPES, NetSpec, build_net, net_spec, smallest_side
 from bdn.errors import BdnError
 from bdn.io import list_images, read_image
@@ -98,7 +98,7 @@ def _check(config: InitConfig, channels: int) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < math.inf:
             raise BdnError(f"init: {name} must be a positive number, got {value!r}")
     # The masked scheme never runs fit_dip, which checks its config: check it here, before anything is written.
-    _check_config(config.dip)
+    check_config(config.dip)
     spec = net_spec(config.dip.net_type)
     multiple, least = 2**spec.scales, smallest_side(spec)
     if config.patch % multiple or config.patch < least:

@@ -1,7 +1,7 @@
 """Stopping and selection rules for DIP: which iterate to keep, and when to stop fitting.
 
-One interface for every judge (SPEC.md, "Stopping"): `update(iteration, image) -> bool` sees the iterates one at a
-time and returns True when the fit should stop now; `choice() -> int` names the chosen iteration; `name` says
+One interface for every judge (the `Judge` protocol below): `update(iteration, image) -> bool` sees the iterates
+one at a time and returns True when the fit should stop now; `choice() -> int` names the chosen iteration; `name` says
 which rule it is; `scores` lists (iteration, figure) of what the rule decides by. Online, `fit_dip(judge=...)`
 feeds every iteration; offline, a caller replays a run's snapshots through the same calls.
 
@@ -43,6 +43,7 @@ __all__ = [
     "NoneJudge",
     "OracleJudge",
     "WMVJudge",
+    "judge_class",
     "make_judge",
 ]
 
@@ -60,6 +61,20 @@ class Judge(Protocol):
 
     def choice(self) -> int:
         """The chosen iteration (BdnError if nothing was seen)."""
+        ...
+
+    @property
+    def scores(self) -> list[tuple[int, float]]:
+        """(iteration, figure) of what the rule decides by, so far (may sync with the device)."""
+        ...
+
+    @property
+    def latest_choice(self) -> int | None:
+        """The choice as far as the figures already read go, without a host sync (None before any)."""
+        ...
+
+    def chosen_image(self) -> np.ndarray | None:
+        """The iterate at `choice()` as the judge kept it (bdn layout), or None where it keeps none."""
         ...
 
     def state(self) -> dict:
@@ -140,7 +155,7 @@ class _Seen:
         self.count = int(state["count"])
 
 
-class _MinTracker:
+class MinTracker:
     """Minimum of a score over updates, with a patience counter and host reads batched `sync_every` at a time."""
 
     def __init__(self, patience: int, sync_every: int) -> None:
@@ -247,7 +262,7 @@ class _VarianceJudge:
     source = "raw"
     name: str
     _seen: _Seen
-    _track: _MinTracker
+    _track: MinTracker
 
     def _settle(self) -> None:
         """Resolve pending variances (a host sync)."""
@@ -273,6 +288,10 @@ class _VarianceJudge:
         last = self._seen.require()
         # Before the first variance there is none to compare: the newest iterate is the best guess.
         return self._track.best_iteration if self._track.best_iteration is not None else last
+
+    def chosen_image(self) -> np.ndarray | None:
+        """None: this judge keeps no iterate (WMV overrides it)."""
+        return None
 
     def _options(self) -> dict:
         raise NotImplementedError
@@ -318,7 +337,7 @@ class WMVJudge(_VarianceJudge):
         if sync_every > self.window:
             raise BdnError(f"judge wmv: sync_every ({sync_every}) must not exceed the window ({self.window})")
         self._seen = _Seen(self.name)
-        self._track = _MinTracker(self.patience, sync_every)
+        self._track = MinTracker(self.patience, sync_every)
         self._frames: deque[tuple[int, torch.Tensor, torch.Tensor]] = deque()  # (iteration, values, |values|^2)
         self._sum: torch.Tensor | None = None
         self._sumsq: torch.Tensor | None = None
@@ -444,7 +463,7 @@ class EMVJudge(_VarianceJudge):
         self.alpha = float(alpha)
         self.patience = _check_int(self.name, "patience", patience, 1)
         self.warmup = math.ceil(3 / self.alpha) if warmup is None else _check_int(self.name, "warmup", warmup, 0)
-        self._track = _MinTracker(self.patience, _check_int(self.name, "sync_every", sync_every, 1))
+        self._track = MinTracker(self.patience, _check_int(self.name, "sync_every", sync_every, 1))
         self._seen = _Seen(self.name)
         self._mean: torch.Tensor | None = None
         self._var: torch.Tensor | None = None
@@ -763,6 +782,9 @@ class NoneJudge:
     def latest_choice(self) -> int | None:
         return self._seen.last
 
+    def chosen_image(self) -> None:
+        return None
+
     def choice(self) -> int:
         return self._seen.require()
 
@@ -777,20 +799,34 @@ class NoneJudge:
 # ES-WMV as tuned on PolyU's training split (benchmarks/judge_tuning.py; records/judges_h100.md): about a
 # 60-iteration window of the EMA output, sampled every 20 iterations, stopping 300 iterations after its minimum.
 TUNED_WMV = {"window": 3, "stride": 20, "patience": 15, "source": "ema"}
-JUDGES = {"oracle": OracleJudge, "wmv": WMVJudge, "emv": EMVJudge, "noise": NoiseJudge, "none": NoneJudge}
+# biqan's judge is named by its import path and imported when asked for: biqan builds on bdn, never the reverse.
+JUDGES: dict[str, type | str] = {
+    "oracle": OracleJudge,
+    "wmv": WMVJudge,
+    "emv": EMVJudge,
+    "noise": NoiseJudge,
+    "none": NoneJudge,
+    "biqan": "biqan.judge:BiqanJudge",
+}
+
+
+def judge_class(name: str) -> type:
+    """The judge class registered as `name`; BdnError for an unknown name."""
+    if name not in JUDGES:
+        raise BdnError(f"unknown judge {name!r}: choose one of {', '.join(JUDGES)}")
+    factory = JUDGES[name]
+    if isinstance(factory, str):
+        import importlib
+
+        module, attribute = factory.split(":")
+        factory = getattr(importlib.import_module(module), attribute)
+    return factory
 
 
 def make_judge(name: str, **kwargs: object) -> Judge:
     """A judge by name ('oracle' needs clean=..., 'noise' noisy=..., 'biqan' model=... or model_path=...); BdnError
     for unknown names or options."""
-    if name == "biqan":  # imported here: biqan sits beside bdn.dip, and only its users need its network code
-        from biqan.judge import BiqanJudge
-
-        factory = BiqanJudge
-    elif name in JUDGES:
-        factory = JUDGES[name]
-    else:
-        raise BdnError(f"unknown judge {name!r}: choose one of {', '.join(JUDGES)}, biqan")
+    factory = judge_class(name)
     try:
         return factory(**kwargs)
     except TypeError as error:  # a missing or unexpected option, said in the user's terms
