@@ -1,7 +1,9 @@
 """The front door: `bdn denoise` on files, folders and globs; bad input gives one line and a non-zero exit."""
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -9,7 +11,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from bdn.cli import main, parse_params
+import bdn
+from bdn.cli import COMMANDS, build_parser, main, parse_params, run_script
 from bdn.errors import BdnError
 
 
@@ -114,3 +117,74 @@ def test_methods_lists_the_registry(capsys):
     out = capsys.readouterr().out
     for name in ("nlm", "median", "adaptive_median", "adaptive_wiener", "bm3d"):
         assert name in out
+
+
+# --- one front door: every command, one option style, one exit rule, bdn below biqan ----------------------------
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_answers_help(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--help"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith(f"usage: bdn {command} ")
+
+
+def test_version_and_bare_bdn(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"bdn {bdn.__version__}"
+    assert main([]) == 1 and capsys.readouterr().err.startswith("bdn: error: ")
+    assert main(["nope"]) == 1 and "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_the_seeds_underscore_spellings_are_the_same_options():
+    dashed = build_parser("run").parse_args(["run", "--output-path", "o", "--num-iter", "7", "--no-progress"])
+    seed = build_parser("run").parse_args(["run", "--output_path", "o", "--num_iter=7", "--no_progress"])
+    assert vars(dashed) == vars(seed) and seed.num_iter == 7 and seed.progress is False
+    # A value that looks like an option is left alone, and so is a spelling that names no option.
+    args = build_parser("judge").parse_args(["judge", "--run_path", "r", "--judge", "wmv", "--option", "a_b=1"])
+    assert args.run_path == "r" and args.option == [("a_b", 1)]
+    with pytest.raises(BdnError, match="unrecognized arguments: --no_such_option"):
+        build_parser("judge").parse_args(["judge", "--run-path", "r", "--judge", "wmv", "--no_such_option"])
+
+
+def test_a_seed_script_and_its_command_are_one_thing(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["--dataset_real_path", str(empty), "--output_path", str(tmp_path / "out")]
+    assert run_script("run", "run_BDN.py", argv) == 1
+    seed_line = capsys.readouterr().err
+    assert main(["run", *argv]) == 1
+    bdn_line = capsys.readouterr().err
+    assert seed_line.startswith("run_BDN.py: error: ") and bdn_line.startswith("bdn run: error: ")
+    assert seed_line.split(": error: ")[1] == bdn_line.split(": error: ")[1]
+
+
+def test_python_m_bdn_is_the_bdn_command():
+    result = subprocess.run([sys.executable, "-m", "bdn", "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == f"bdn {bdn.__version__}"
+    worker = subprocess.run([sys.executable, "-m", "bdn.bench"], capture_output=True, text=True, timeout=60)
+    assert worker.returncode == 1 and "run `bdn bench`" in worker.stderr and "Traceback" not in worker.stderr
+
+
+def test_bdn_never_imports_biqan():
+    """biqan builds on bdn; bdn names biqan's judge and commands by import path only."""
+    package = Path(bdn.__file__).parent
+    found = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.name}: {name}" for name in names if name.split(".")[0] == "biqan"]
+    assert found == []
+
+
+def test_library_modules_leave_torch_threads_alone():
+    package = Path(bdn.__file__).parent
+    setting = [
+        path.relative_to(package.parent).as_posix()
+        for path in [*package.rglob("*.py"), *(package.parent / "biqan").rglob("*.py")]
+        if "set_num_threads(" in path.read_text(encoding="utf-8")
+    ]
+    # The command layer sets them; dip(threads=) sets and restores them around one call.
+    assert sorted(setting) == ["bdn/cli/options.py", "bdn/dip/denoise.py"]
