@@ -6,7 +6,7 @@ Every file is written atomically, so an interrupted run never leaves a half-writ
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,12 @@ def write_table(frame: pd.DataFrame, stem: Path, floatfmt: str = ".2f") -> tuple
 def write_rows_csv(path: Path, rows: Sequence[dict]) -> Path:
     """A list of same-keyed dicts (a training log) as CSV, atomically."""
     return atomic_write_text(path, pd.DataFrame(list(rows)).to_csv(index=False))
+
+
+def write_training_log(directory: Path, rows: Sequence[dict], plot: Callable[[Path, Sequence[dict]], None]) -> None:
+    """A trainer's `log.csv` and its `curves.png` (drawn by `plot`), rewritten after every epoch."""
+    write_rows_csv(directory / "log.csv", rows)
+    plot(directory / "curves.png", rows)
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None, **options):

@@ -374,13 +374,6 @@ def _load_checkpoint(path: Path, config: dict) -> dict:
     return state
 
 
-def _write_log(directory: Path, rows: list[dict]) -> None:
-    from bdn.report import write_rows_csv
-
-    write_rows_csv(directory / "log.csv", rows)
-    _plot(directory / "curves.png", rows)
-
-
 def _plot(path: Path, rows: list[dict]) -> None:
     from bdn.report import new_figure, save_figure
 
@@ -402,6 +395,7 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
     from bdn.models import build_model
     from bdn.models.losses import training_loss
     from bdn.models.weights import load_weights, save_weights
+    from bdn.report import write_training_log
 
     directory = Path(model_directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -478,7 +472,7 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
         if score > best:
             best = score
             save_weights(directory / "best.safetensors", net, name, channels, **info)
-        _write_log(directory, rows)
+        write_training_log(directory, rows, _plot)
         state = {
             "format": CHECKPOINT_FORMAT,
             "config": json.dumps(config, sort_keys=True),

@@ -261,13 +261,6 @@ def _load_checkpoint(path: Path, settings: dict) -> dict:
     return state
 
 
-def _write_log(directory: Path, rows: list[dict]) -> None:
-    from bdn.report import write_rows_csv
-
-    write_rows_csv(directory / "log.csv", rows)
-    _plot(directory / "curves.png", rows)
-
-
 def _plot(path: Path, rows: list[dict]) -> None:
     from bdn.report import new_figure, save_figure
 
@@ -399,6 +392,7 @@ def _fit(options: TrainOptions, plan: _Plan, rank: int, world: int, device: torc
     from tqdm import tqdm
 
     from bdn.io import atomic_write_text
+    from bdn.report import write_training_log
 
     rows, train_idx, val_idx, batch_size, state = plan.rows, plan.train_idx, plan.val_idx, plan.batch_size, plan.state
     paths = [p for p, _ in rows]
@@ -492,7 +486,7 @@ def _fit(options: TrainOptions, plan: _Plan, rank: int, world: int, device: torc
             save_biqan(directory / "last.safetensors", model, **common, **meta)
             if improved:
                 save_biqan(directory / "best.safetensors", model, **common, **meta)
-            _write_log(directory, history)
+            write_training_log(directory, history, _plot)
             atomic_write_text(directory / "split.json", json.dumps(split, indent=1) + "\n")
             write_checkpoint(
                 checkpoint,

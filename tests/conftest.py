@@ -85,3 +85,23 @@ def _randomise_norms(net, low: float = 0.5):
 def randomise_norms():
     """The function _randomise_norms (a fixture, so test modules share it without importing conftest)."""
     return _randomise_norms
+
+
+@pytest.fixture
+def interrupt_on_call(monkeypatch):
+    """interrupt_on_call(module, name, n): the n-th call of module.name raises KeyboardInterrupt (Ctrl+C there);
+    the function returned puts the real one back."""
+
+    def patch(module, name: str, n: int):
+        real, calls = getattr(module, name), []
+
+        def interrupted(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, interrupted)
+        return lambda: monkeypatch.setattr(module, name, real)
+
+    return patch

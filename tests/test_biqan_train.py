@@ -90,7 +90,7 @@ def test_validation_holds_out_whole_polyu_scenes():
         assert len(scenes[0]) == len(scenes[1]) == 1 and scenes[0] != scenes[1]
 
 
-def test_training_writes_its_files_and_resumes_exactly(tmp_path, scores, monkeypatch, capsys):
+def test_training_writes_its_files_and_resumes_exactly(tmp_path, scores, interrupt_on_call, capsys):
     once = tmp_path / "once"
     assert main(_args(scores, once)) == 0
     assert {"best.safetensors", "last.safetensors", "checkpoint.pt", "log.csv", "curves.png", "split.json"} <= {
@@ -110,20 +110,11 @@ def test_training_writes_its_files_and_resumes_exactly(tmp_path, scores, monkeyp
     assert "rank 0 of 1 on cpu: 12 of 12 training iterates per epoch (batch 4), 4 of 4 validation" in err
 
     # Interrupted during epoch 2 (after epoch 1's checkpoint), then run again: it ends as the uninterrupted run.
-    calls = []
-
-    def validate_then_die(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_validate(*args)
-
-    real_validate = train_module.validate
-    monkeypatch.setattr(train_module, "validate", validate_then_die)
+    restore = interrupt_on_call(train_module, "validate", 2)
     twice = tmp_path / "twice"
     assert main(_args(scores, twice)) == 130
     assert "run the same command again to resume" in capsys.readouterr().err
-    monkeypatch.setattr(train_module, "validate", real_validate)
+    restore()
     assert torch.load(twice / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert main(_args(scores, twice)) == 0
     a, b = _weights(once / "last.safetensors"), _weights(twice / "last.safetensors")

@@ -52,7 +52,7 @@ def _config(tmp_path, folder, **train) -> str:
     return str(path)
 
 
-def test_training_writes_its_files_and_resumes_exactly(tmp_path, clean_folder, monkeypatch):
+def test_training_writes_its_files_and_resumes_exactly(tmp_path, clean_folder, interrupt_on_call):
     config = _config(tmp_path, clean_folder)
     assert main(["--model-directory", str(tmp_path / "once"), "--pipeline-config", config, "--no-progress"]) == 0
     files = {p.name for p in (tmp_path / "once").iterdir()}
@@ -61,19 +61,10 @@ def test_training_writes_its_files_and_resumes_exactly(tmp_path, clean_folder, m
     assert log[0] == "epoch,train_loss,val_psnr,lr,seconds" and len(log) == 3
     # Killed during the second epoch (after the first one's checkpoint), then run again: the resumed run ends with
     # the same weights as the uninterrupted one.
-    calls = []
-
-    def validate_then_die(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_validate(*args)
-
-    real_validate = train_module.validate
-    monkeypatch.setattr(train_module, "validate", validate_then_die)
+    restore = interrupt_on_call(train_module, "validate", 2)
     args = ["--model-directory", str(tmp_path / "twice"), "--pipeline-config", config, "--no-progress"]
     assert main(args) == 130
-    monkeypatch.setattr(train_module, "validate", real_validate)
+    restore()
     assert json.loads(torch.load(tmp_path / "twice" / "checkpoint.pt", weights_only=True)["log"])[-1]["epoch"] == 1
     assert main(args) == 0
     a, meta = load_weights(tmp_path / "once" / "last.safetensors")
