@@ -69,12 +69,10 @@ class BiqanJudge:
         tiles: int = 1,
     ) -> None:
         self.name = "biqan"
-        if model is None and model_path is None:
-            raise BdnError("judge biqan: needs the quality network (model=... or model_path=...)")
         if model is None:
-            from biqan.model import load_biqan
+            from biqan.model import load_biqan, shipped_biqan
 
-            model, metadata = load_biqan(model_path)
+            model, metadata = load_biqan(shipped_biqan() if model_path is None else model_path)
             protocol = str(metadata.get("protocol", "native")) if protocol is None else protocol
             crop = int(metadata.get("crop", 224)) if crop is None else crop
         self.protocol = "native" if protocol is None else str(protocol)

@@ -284,6 +284,19 @@ def save_biqan(
     return Path(path)
 
 
+def shipped_biqan() -> Path:
+    """The quality network that ships with bdn (`checkpoints/biqan.safetensors`); BdnError when none does."""
+    from bdn.tensorfile import shipped_files
+
+    shipped = shipped_files("biqan").get("")
+    if shipped is None:
+        raise BdnError(
+            "no BIQAN ships with this install (checkpoints/biqan.safetensors): train one with `bdn train-biqan` "
+            "and give its best.safetensors"
+        )
+    return shipped
+
+
 def load_biqan(path: str | Path, arch: str | None = None) -> tuple[Biqan, dict]:
     """(model in eval mode, metadata) of a `save_biqan` file; metadata's crop is an int and dropout a float.
 

@@ -419,8 +419,6 @@ def test_none_judge_and_make_judge(rng):
     assert make_judge("oracle", clean=np.zeros((4, 4))).name == "oracle"
     with pytest.raises(BdnError, match="unknown judge 'nima'"):
         make_judge("nima")
-    with pytest.raises(BdnError, match="judge biqan: needs the quality network"):
-        make_judge("biqan")
     with pytest.raises(BdnError, match="judge oracle:.*clean"):
         make_judge("oracle")
     with pytest.raises(BdnError, match="window must be an integer >= 2"):

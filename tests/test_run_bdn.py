@@ -629,12 +629,10 @@ def test_the_script_is_a_thin_front_end(tmp_path):
 
 
 def test_stop_biqan_without_a_model_takes_the_shipped_network():
-    from pathlib import Path
 
-    from bdn.cli.run import _shipped_biqan
-    from biqan.model import load_biqan
+    from biqan.model import load_biqan, shipped_biqan
 
-    path = Path(_shipped_biqan())
+    path = shipped_biqan()
     assert path.name == "biqan.safetensors"
     net, info = load_biqan(path)  # the shipped file is a loadable BIQAN checkpoint
     assert sum(p.numel() for p in net.parameters()) > 1_000_000

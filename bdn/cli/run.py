@@ -69,7 +69,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--input_depth and --mask_ratio to what it was learned for",
     )
     add("--stop", default="none", help="online judge that ends each fit: none | wmv | emv | noise | biqan")
-    add("--biqan-model", default=None, help="BIQAN checkpoint for --stop biqan (train_BIQAN.py's best.safetensors)")
+    add("--biqan-model", default=None, help="BIQAN checkpoint for --stop biqan (default: the one bdn ships)")
     add("--biqan-patience", type=int, default=None, help="biqan: snapshots without a better score before stopping")
     add("--biqan-start-index", type=int, default=None, help="biqan: snapshots skipped before choosing (default 40)")
     add("--biqan-smooth", type=float, default=None, help="biqan: the seed's score smoothing factor (e.g. 0.8)")
@@ -146,21 +146,11 @@ def _config(args: argparse.Namespace):
     return config
 
 
-def _shipped_biqan() -> str:
-    """The quality network shipped with bdn (checkpoints/biqan.safetensors), for --stop biqan without a model."""
-    from bdn.tensorfile import shipped_files
-
-    shipped = shipped_files("biqan").get("")
-    if shipped is None:
-        raise BdnError("--stop biqan needs --biqan_model FILE (a train_BIQAN.py checkpoint): no BIQAN is shipped yet")
-    return str(shipped)
-
-
 def _judge_options(args: argparse.Namespace) -> dict:
     if args.stop == "biqan":
         # The quality network scores the snapshots run_BDN saves (every save_iter), as test_BIQAN does offline.
         given = {
-            "model_path": args.biqan_model or _shipped_biqan(),
+            "model_path": args.biqan_model,  # None: the judge takes the BIQAN that ships with bdn
             "patience": args.biqan_patience,
             "start_index": args.biqan_start_index,
             "smooth": args.biqan_smooth,

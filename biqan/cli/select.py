@@ -64,15 +64,9 @@ def _model_file(given: str | None) -> Path:
         if not path.is_file():
             raise BdnError(f"--model_path {given}: no such file")
         return path
-    from bdn.tensorfile import shipped_files
+    from biqan.model import shipped_biqan
 
-    shipped = shipped_files("biqan")
-    if "" not in shipped:
-        raise BdnError(
-            "no --model_path given and no BIQAN ships with this install (checkpoints/biqan.safetensors); "
-            "train one with train_BIQAN.py and pass --model_path"
-        )
-    return shipped[""]
+    return shipped_biqan()
 
 
 def _load_model(path: Path) -> tuple:
