@@ -399,15 +399,15 @@ class DipRun:
     def _fit(self) -> None:
         from bdn.dip.denoise import prepare
         from bdn.dip.fit import fit_dip
+        from bdn.dip.judges import NoiseJudge
 
         job = prepare(self._image, sigma=self._sigma, iterations=self._iterations, seed=self._seed)
         check_dip_memory(job, self._image.shape)
         judge = job.judge
         with self._lock:
-            self._judge = getattr(judge, "name", None)
-            sigma = getattr(judge, "sigma", None)
-            factor = getattr(judge, "factor", 1.0)
-            self._threshold = None if sigma is None else float(factor * sigma)
+            self._judge = None if judge is None else judge.name
+            # The noise rule's threshold, drawn beside its residual (the other judges have none).
+            self._threshold = float(judge.factor * judge.sigma) if isinstance(judge, NoiseJudge) else None
 
         def on_iteration(iteration: int, frame) -> bool:
             point = None
@@ -442,8 +442,10 @@ class DipRun:
 
     def _point(self, iteration: int, judge, job, frame) -> tuple[float | None, float | None]:
         """The judge's figure (residual std, 0-255) and, with a reference, the PSNR of the cropped EMA output."""
+        from bdn.dip.judges import NoiseJudge
+
         residual = None
-        residuals = getattr(judge, "residuals", None)
+        residuals = judge.residuals if isinstance(judge, NoiseJudge) else None
         if residuals:
             last_iteration, variance = residuals[-1]
             if last_iteration == iteration and math.isfinite(variance):

@@ -47,7 +47,7 @@ class _FrozenAfterStop:
 
     @property
     def latest_choice(self) -> int | None:
-        return None if self.stop_iteration is not None else getattr(self.judge, "latest_choice", None)
+        return None if self.stop_iteration is not None else self.judge.latest_choice
 
     def choice(self) -> int:
         return self.judge.choice()
@@ -60,7 +60,7 @@ class _FrozenAfterStop:
         self.stop_iteration = state["stop_iteration"]
 
     def chosen_image(self):
-        return self.judge.chosen_image() if hasattr(self.judge, "chosen_image") else None
+        return self.judge.chosen_image()
 
 
 def run_one(
@@ -128,7 +128,7 @@ def run_one(
         on_iteration=stamp,
         progress=False,
     )
-    stop = getattr(judge, "stop_iteration", None) if past_stop else result.iterations
+    stop = judge.stop_iteration if isinstance(judge, _FrozenAfterStop) else result.iterations
     stop = stop or result.iterations
     chosen = result.judge_image if result.judge_image is not None else result.ema
     curve = pd.DataFrame(result.history)[["iteration", "psnr"]].assign(image=name)
