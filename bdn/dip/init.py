@@ -26,6 +26,7 @@ Learning is resumable: every `save_every` steps the weights, the optimiser and t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -47,12 +48,14 @@ from bdn.tensors import batch_to_nchw
 __all__ = [
     "INIT_SCHEMES",
     "InitConfig",
+    "OpenedInit",
     "check_init_fits",
     "config_for_init",
     "find_init",
     "init_metadata",
     "learn_init",
     "load_init",
+    "open_init",
     "save_init",
     "shipped_inits",
 ]
@@ -255,6 +258,46 @@ def check_init_fits(metadata: dict[str, str], config: DipConfig, channels: int, 
     for key, value in wanted.items():
         if metadata.get(key) != value:
             raise BdnError(f"{what}: learned for {key}={metadata.get(key)}, but this fit has {key}={value}")
+
+
+@dataclass(frozen=True)
+class OpenedInit:
+    """A learned initialisation, opened once for a whole folder of fits (bdn run)."""
+
+    given: str  # as the user named it (messages)
+    state: dict  # the net's state_dict
+    metadata: dict  # what it was learned for (bdn.dip.init)
+    identity: str  # sha256 of its file, first 16 hex digits: what a checkpoint remembers
+
+
+def open_init(init: str, config: DipConfig) -> tuple[OpenedInit, DipConfig]:
+    """The initialisation and the config it fixes (net, input, mask ratio); BdnError for a bad or unfit file.
+
+    Its weights are loaded into the net its metadata names here, once, so a file whose weights belong to another
+    net fails before any image is touched (not at each image's fit).
+    """
+    path = find_init(init)
+    state, metadata = load_init(path)
+    try:
+        wanted = config_for_init(metadata, config)
+        check_config(wanted)
+        channels = int(metadata["channels"])
+        depth = wanted.input_depth if wanted.input_base == "noise" else channels
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left alone
+            net = build_net(wanted.net_type, depth, channels)
+        net.load_state_dict(state, strict=True)
+    except BdnError as error:
+        raise BdnError(f"--init {init}: {error}") from None
+    except (KeyError, ValueError) as error:
+        raise BdnError(f"--init {init}: its metadata is incomplete or damaged ({error!r})") from None
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())[:200]
+        raise BdnError(f"--init {init}: its weights do not fit the net it names ({detail})") from None
+    try:
+        identity = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError as error:
+        raise BdnError(f"--init {init}: cannot read {path} ({error.strerror or error})") from None
+    return OpenedInit(str(init), state, metadata, identity), wanted
 
 
 def _reptile_step(

@@ -29,7 +29,7 @@ the image restarts. A damaged checkpoint is refused ("... is damaged (...); dele
 never silently discarded; so is one made with other settings (all of DipConfig but num_iter, show_iter and the speed
 switches; the judge and its options; the noise; the crop; the image; the learned initialisation, by content) or
 by another version of run_BDN (an older checkpoint format).
-Snapshots and checkpoints are written by one background thread, in order (see `_Writer`).
+Snapshots and checkpoints are written by one background thread, in order (bdn/dip/writer.py).
 
 Many processes: under torchrun (WORLD_SIZE/RANK set) rank r takes images `sorted_list[r::world_size]` and uses
 cuda:LOCAL_RANK when on CUDA; `bdn run` starts a gloo process group (on CPU and GPU alike: it only carries the
@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import queue
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -58,8 +56,9 @@ import torch
 from bdn.data import CLEAN_SUFFIX, Pair, centre_crop, clean_images, crop_to_multiple, find_pairs, load_pair, synthesize
 from bdn.devices import torchrun_world
 from bdn.dip.fit import DipConfig, DipResult, check_config, fit_dip, pick_device
+from bdn.dip.init import OpenedInit, open_init
 from bdn.dip.judges import Judge, make_judge
-from bdn.dip.nets import build_net, min_size, net_spec, smallest_side
+from bdn.dip.nets import min_size, net_spec, smallest_side
 from bdn.dip.runfolder import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_NAME,
@@ -73,6 +72,7 @@ from bdn.dip.runfolder import (
     write_done,
     write_summary,
 )
+from bdn.dip.writer import OrderedWriter
 from bdn.errors import BdnError
 from bdn.io import atomic_write_text, read_image, write_image
 from bdn.tensorfile import write_checkpoint
@@ -181,7 +181,7 @@ def _settings(
 ) -> dict[str, str]:
     """Everything that fixes what a fit computes, as text: a checkpoint resumes only under the same settings.
 
-    `init` names the learned initialisation by its content (see `_open_init`), not by its name or path.
+    `init` names the learned initialisation by its content (see bdn.dip.init.open_init), not by its name or path.
     """
     settings = {f.name: repr(getattr(config, f.name)) for f in fields(config) if f.name not in _FREE_SETTINGS}
     settings["net_type"] = repr(net_spec(config.net_type))  # 'skip' and its NetSpec are the same net
@@ -194,48 +194,6 @@ def _settings(
 
 
 # --- learned initialisation (--init) -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Init:
-    """A learned initialisation, opened once for the whole folder."""
-
-    given: str  # as the user named it (messages)
-    state: dict  # the net's state_dict
-    metadata: dict  # what it was learned for (bdn.dip.init)
-    identity: str  # sha256 of its file, first 16 hex digits: what a checkpoint remembers
-
-
-def _open_init(init: str, config: DipConfig) -> tuple[_Init, DipConfig]:
-    """The initialisation and the config it fixes (net, input, mask ratio); BdnError for a bad or unfit file.
-
-    Its weights are loaded into the net its metadata names here, once, so a file whose weights belong to another
-    net fails before any image is touched (not at each image's fit).
-    """
-    from bdn.dip.init import config_for_init, find_init, load_init
-
-    path = find_init(init)
-    state, metadata = load_init(path)
-    try:
-        wanted = config_for_init(metadata, config)
-        check_config(wanted)
-        channels = int(metadata["channels"])
-        depth = wanted.input_depth if wanted.input_base == "noise" else channels
-        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left alone
-            net = build_net(wanted.net_type, depth, channels)
-        net.load_state_dict(state, strict=True)
-    except BdnError as error:
-        raise BdnError(f"--init {init}: {error}") from None
-    except (KeyError, ValueError) as error:
-        raise BdnError(f"--init {init}: its metadata is incomplete or damaged ({error!r})") from None
-    except RuntimeError as error:
-        detail = " ".join(str(error).split())[:200]
-        raise BdnError(f"--init {init}: its weights do not fit the net it names ({detail})") from None
-    try:
-        identity = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    except OSError as error:
-        raise BdnError(f"--init {init}: cannot read {path} ({error.strerror or error})") from None
-    return _Init(str(init), state, metadata, identity), wanted
 
 
 # --- judges ------------------------------------------------------------------------------------------------
@@ -302,55 +260,6 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-class _Writer:
-    """One background thread that writes snapshots and checkpoints in the order they were given.
-
-    The fit need not wait for the disk: on an H100, writing and syncing a 'skip' checkpoint (35 MB) in the loop
-    took 140 ms, +28 % on the fit's time with a checkpoint every 100 iterations, and a 256x256 snapshot 8 ms.
-    One thread and one queue keep the order (a checkpoint lands after the snapshots it lists); the queue is
-    short, so a slow disk holds the fit back instead of filling the memory. An error surfaces at the next
-    `submit` or at `flush`.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.Queue = queue.Queue(maxsize=4)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="run_BDN writer", daemon=True)
-        self._thread.start()
-
-    def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            try:
-                if job is None:
-                    return
-                if self._error is None:
-                    job[0](*job[1])
-            except BaseException as error:  # handed over to the fit's thread, which raises it
-                self._error = error
-            finally:
-                self._jobs.task_done()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def submit(self, function: Callable, *args: object) -> None:
-        self._raise()
-        self._jobs.put((function, args))
-
-    def flush(self) -> None:
-        """Wait until everything submitted is written; raise the first error."""
-        self._jobs.join()
-        self._raise()
-
-    def close(self) -> None:
-        """Finish the pending writes (they are atomic: worth keeping after an interruption too) and stop."""
-        self._jobs.put(None)
-        self._thread.join()
-
-
 def _run_image(
     item: Item,
     out: Path,
@@ -366,7 +275,7 @@ def _run_image(
     progress: bool,
     label: str,
     rank: int = 0,
-    init: _Init | None = None,
+    init: OpenedInit | None = None,
 ) -> tuple[dict, int | None]:
     """Fit one image and write its files; returns (its done.json record, the iteration it resumed from)."""
     folder = out / item.name
@@ -401,7 +310,7 @@ def _run_image(
             ) from None
     clean_t = to_chw(clean, torch.float32, device)[None].to(torch.float64) if clean is not None else None
 
-    writer = _Writer()
+    writer = OrderedWriter()
 
     def on_iteration(iteration: int, frame) -> bool:
         if frame.is_snapshot:
@@ -554,7 +463,7 @@ def run_folder(
     opened, changed = None, []
     if init is not None:
         given = config
-        opened, config = _open_init(init, config)
+        opened, config = open_init(init, config)
         changed = [
             f"{name} {getattr(config, name)!r}"
             for name in ("net_type", "input_base", "input_depth", "mask_ratio")
