@@ -133,10 +133,49 @@ def default_max_pixels() -> int:
 def read_image(path: str | Path, *, max_pixels: int | None = None, min_size: int = 1) -> tuple[np.ndarray, ImageInfo]:
     """Read an image file as float32 in [0, 1]: (H, W) grey or (H, W, 3) RGB, upright, alpha kept in the info.
 
-    Raises BdnError (one line starting with the file name) for a missing path, a folder, an empty file, a
-    file that is not an image, a truncated or corrupt one, one with more than ``max_pixels`` pixels (checked
-    from the header, before decoding; default ``default_max_pixels()``), one smaller than ``min_size`` on a
-    side, and sample types other than 8- or 16-bit integers.
+    8- and 16-bit PNG and TIFF keep their depth (divided by 255 or 65535); palette images are read as RGB; the
+    EXIF orientation is applied. The returned `ImageInfo` is what `write_image` needs to write a result back in
+    the file's bit depth and mode, its alpha channel included.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The image file (.png .jpg .jpeg .bmp .tif .tiff .gif .webp, and what else Pillow opens).
+    max_pixels : int, optional
+        The most pixels (width * height) read, checked from the header before any pixel is decoded. Default
+        ``default_max_pixels()``: the environment's BDN_MAX_PIXELS when set, else ``DEFAULT_MAX_PIXELS`` (2**28).
+    min_size : int, default 1
+        The smallest side, in pixels, accepted.
+
+    Returns
+    -------
+    pixels : numpy.ndarray
+        float32 in [0, 1], (H, W) grey or (H, W, 3) RGB, upright.
+    info : ImageInfo
+        The file's sample type ('uint8' or 'uint16'), mode ('L', 'RGB', 'RGBA', 'LA' or 'P'), its alpha channel
+        (read-only, upright, in its own dtype) or None, format ('PNG', 'JPEG', ...) and path.
+
+    Raises
+    ------
+    BdnError
+        One line starting with the file name, for a missing path, a folder, an empty file, a file that is not an
+        image, a truncated or corrupt one, one with more than `max_pixels` pixels, one smaller than `min_size` on
+        a side, and sample types other than 8- or 16-bit integers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bdn
+    >>> _ = bdn.write_image("ramp.png", np.linspace(0, 1, 48 * 64).reshape(48, 64))
+    >>> pixels, info = bdn.read_image("ramp.png")
+    >>> pixels.shape, pixels.dtype, pixels.min(), pixels.max()
+    ((48, 64), dtype('float32'), np.float32(0.0), np.float32(1.0))
+    >>> info.dtype, info.mode, info.format
+    ('uint8', 'L', 'PNG')
+    >>> bdn.read_image("ramp.png", min_size=64)
+    Traceback (most recent call last):
+    ...
+    bdn.errors.BdnError: ramp.png: image too small: 64x48 pixels, the minimum is 64 on each side
     """
     path = Path(path)
     name = str(path)
@@ -339,13 +378,54 @@ def _upright(array: np.ndarray, orientation: int) -> np.ndarray:
 def write_image(path: str | Path, pixels: np.ndarray, info: ImageInfo | None = None) -> Path:
     """Write float pixels in [0, 1] (clipped) atomically, in the bit depth and mode of ``info``.
 
-    The format follows the extension (.png .jpg .jpeg .bmp .tif .tiff .gif .webp). With ``info``: 16-bit
-    stays 16-bit where the format holds it (PNG, TIFF; the others get 8-bit); 'L' turns colour pixels grey,
-    'RGB' stacks grey ones; 'RGBA'/'LA' get the original alpha back untouched when its size matches the
-    pixels (it is dropped otherwise, and in JPEG and GIF); 'P' is written with an adaptive 256-colour palette
-    where the format has palettes (GIF always is). 16-bit grey+alpha, which neither OpenCV nor Pillow can
-    encode, is written as 16-bit RGBA with R = G = B. Without ``info``: 8-bit, grey or RGB by shape. Parent
-    folders are created. Returns the path.
+    The format follows the extension. The file is encoded in memory, written to a temporary file beside the
+    target and renamed over it, so a crash or a failed encode never leaves a partial or missing result.
+    Samples are ``rint(clip(x, 0, 1) * max)`` (see `quantise`); JPEG and WebP are written at quality 95.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file to write: .png .jpg .jpeg .bmp .tif .tiff .gif .webp. Parent folders are created.
+    pixels : numpy.ndarray
+        Float, (H, W) grey or (H, W, 3) RGB, finite; clipped to [0, 1].
+    info : ImageInfo, optional
+        What `read_image` returned for the input. With it: 16-bit stays 16-bit where the format holds it (PNG,
+        TIFF; the others get 8-bit); 'L' turns colour pixels grey, 'RGB' stacks grey ones; 'RGBA'/'LA' get the
+        original alpha back untouched when its size matches the pixels (it is dropped otherwise, and in JPEG and
+        GIF); 'P' is written with an adaptive 256-colour palette where the format has palettes (GIF always is).
+        16-bit grey+alpha, which neither OpenCV nor Pillow can encode, is written as 16-bit RGBA with R = G = B.
+        Without it: 8-bit, grey or RGB by shape.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    BdnError
+        For an unknown extension, an image the format cannot encode, and a file or folder that cannot be written
+        (the message names the path).
+    ValueError
+        For pixels that are not float, not (H, W) or (H, W, 3), empty, NaN or infinite, and for an `info` with a
+        dtype or mode it cannot honour: a caller's bug, not a user's mistake.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bdn
+    >>> from bdn.io import ImageInfo
+    >>> pixels = np.random.default_rng(0).random((32, 32, 3))
+    >>> bdn.write_image("out/colour.png", pixels).name  # out/ is created
+    'colour.png'
+    >>> _ = bdn.write_image("deep.tif", pixels, ImageInfo(dtype="uint16", mode="RGB"))
+    >>> noisy, info = bdn.read_image("deep.tif")
+    >>> _ = bdn.write_image("deep_denoised.tif", bdn.denoise(noisy, method="median"), info)  # 16-bit kept
+    >>> bdn.read_image("deep_denoised.tif")[1].dtype
+    'uint16'
+    >>> _ = bdn.write_image("deep_denoised.jpg", bdn.denoise(noisy, method="median"), info)  # JPEG: 8-bit
+    >>> bdn.read_image("deep_denoised.jpg")[1].dtype
+    'uint8'
     """
     path = Path(path)
     suffix = path.suffix.lower()

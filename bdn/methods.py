@@ -104,9 +104,47 @@ def check_image(image: np.ndarray, method: Method) -> None:
 
 
 def denoise(image: np.ndarray, method: str = "nlm", **params) -> np.ndarray:
-    """Denoise a float image in [0,1] (grey or RGB) with a registered method; returns float32 of the same shape.
+    """Denoise a float image in [0, 1] (grey or RGB) with a registered method.
 
-    `sigma` (0-255 units) is the noise level where a method takes one; left out, the method estimates it.
+    The method is looked up in `METHODS` and its module imported on first use, so a median filter never loads a
+    neural network. `bdn methods` (or ``list(bdn.METHODS)``) lists the names.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The noisy image: float, grey (H, W) or RGB (H, W, 3), values in [0, 1], finite, at least the method's
+        ``METHODS[method].min_size`` pixels a side. `bdn.read_image` gives this.
+    method : str, default 'nlm'
+        A key of `METHODS`: 'nlm', 'median', 'adaptive_median', 'adaptive_wiener', 'bm3d', 'dip' (see
+        `bdn.dip.denoise.dip`) or the name of a shipped trained model (see `bdn.load_model`).
+    **params
+        Keyword arguments of the method's function. ``sigma`` (0-255 units) is the noise level where a method
+        takes one; left out, the method estimates it (trained models are blind and do not use it).
+
+    Returns
+    -------
+    numpy.ndarray
+        The denoised image, float32, the shape of `image`.
+
+    Raises
+    ------
+    BdnError
+        For an unknown method; an image that is not a float array, not (H, W) or (H, W, 3), smaller than the
+        method needs or holding NaN or infinite values; a parameter the method does not take (the message lists
+        those it does); and for invalid values of its parameters, as the method checks them.
+
+    Examples
+    --------
+    >>> import bdn
+    >>> from skimage import data
+    >>> clean = data.camera()[::8, ::8] / 255.0  # 64x64 grey, float in [0, 1]
+    >>> noisy = bdn.add_noise(clean, "gaussian", 25, seed=0)
+    >>> out = bdn.denoise(noisy, method="nlm")  # sigma estimated
+    >>> out.shape, out.dtype
+    ((64, 64), dtype('float32'))
+    >>> bdn.psnr(clean, out) > bdn.psnr(clean, noisy)
+    True
+    >>> out = bdn.denoise(noisy, method="median", sigma=25, size=3)
     """
     spec = get_method(method)
     check_image(image, spec)

@@ -57,12 +57,82 @@ def _ssim(c: np.ndarray, o: np.ndarray) -> float:
 
 
 def psnr(clean: np.ndarray, out: np.ndarray) -> float:
-    """PSNR in dB of `out` against `clean` (data_range 1.0, channels pooled); inf for identical images."""
+    """PSNR in dB of `out` against `clean` (data_range 1.0, channels pooled); inf for identical images.
+
+    Both images are brought to floats in [0, 1] by their dtype alone (`to_float01`), never by guessing from
+    their values; `out` is then clipped to [0, 1] (not rounded to 8 bits) and scikit-image's
+    ``peak_signal_noise_ratio`` measures with data_range 1.0.
+
+    Parameters
+    ----------
+    clean : numpy.ndarray
+        The reference: grey (H, W) or colour (H, W, 3); uint8 (/ 255), uint16 (/ 65535), bool (0/1) or float in
+        [0, 1].
+    out : numpy.ndarray
+        The image measured, of the same shape and any of those dtypes.
+
+    Returns
+    -------
+    float
+        PSNR in dB, the squared error pooled over all channels; ``inf`` for identical images.
+
+    Raises
+    ------
+    BdnError
+        For shapes that differ or are not (H, W) or (H, W, 3), and dtypes other than those above.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bdn
+    >>> clean = np.full((8, 8), 0.5)
+    >>> round(bdn.psnr(clean, clean + 0.1), 2)  # 10 log10(1 / 0.1^2)
+    20.0
+    >>> bdn.psnr(clean, np.full((8, 8), 128, np.uint8)) > 40  # 128 / 255 against 0.5
+    True
+    >>> bdn.psnr(clean, clean)
+    inf
+    """
     return _psnr(*_pair(clean, out))
 
 
 def ssim(clean: np.ndarray, out: np.ndarray) -> float:
-    """SSIM of `out` against `clean` (data_range 1.0, skimage defaults, colour averaged over channels)."""
+    """SSIM of `out` against `clean` (data_range 1.0, skimage defaults, colour averaged over channels).
+
+    Both images are brought to floats in [0, 1] by their dtype alone (`to_float01`); `out` is then clipped to
+    [0, 1] and scikit-image's ``structural_similarity`` measures with data_range 1.0 and its default options
+    (a 7x7 uniform window).
+
+    Parameters
+    ----------
+    clean : numpy.ndarray
+        The reference: grey (H, W) or colour (H, W, 3), at least 7x7 pixels; uint8 (/ 255), uint16 (/ 65535),
+        bool (0/1) or float in [0, 1].
+    out : numpy.ndarray
+        The image measured, of the same shape and any of those dtypes.
+
+    Returns
+    -------
+    float
+        SSIM, at most 1.0 (identical images); for colour, the mean over the three channels.
+
+    Raises
+    ------
+    BdnError
+        For shapes that differ, are not (H, W) or (H, W, 3) or are smaller than 7x7, and dtypes other than those
+        above.
+
+    Examples
+    --------
+    >>> import bdn
+    >>> from skimage import data
+    >>> clean = data.astronaut()[::8, ::8] / 255.0  # 64x64 colour
+    >>> bdn.ssim(clean, clean)
+    1.0
+    >>> noisy = bdn.add_noise(clean, "gaussian", 25, seed=0)
+    >>> bdn.ssim(clean, noisy) < bdn.ssim(clean, bdn.denoise(noisy, method="nlm"))
+    True
+    """
     return _ssim(*_pair(clean, out))
 
 

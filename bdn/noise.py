@@ -162,9 +162,62 @@ def add_noise(
 ) -> np.ndarray:
     """Return `image` with synthetic noise of `model` at `strength` (None: the model's default), as float32.
 
-    Not clipped by default, following the benchmark convention (noise added, values may leave [0, 1]);
-    `clip=True` clips to [0, 1]. Give `seed` or `rng` (not both) for reproducible noise; neither draws fresh
-    entropy. The input is never modified.
+    Not clipped by default, following the benchmark convention (noise added, values may leave [0, 1]). Noise is
+    drawn from a numpy Generator, never from global state. The input is never modified.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Float, grey (H, W) or colour (H, W, 3), values in [0, 1], finite. Integer images are refused (convert
+        them with `bdn.metrics.to_float01`).
+    model : str, default 'gaussian'
+        A key of `NOISE_MODELS` (any case, '-' for '_'), with its strength parameter, default and valid range:
+
+        - 'gaussian': sigma (0-255 units), default 25, [0, inf); y = x + n, n ~ N(0, (sigma/255)^2).
+        - 'multiplicative': sigma (0-255 units), default 25, [0, inf); y = x (1 + n), n ~ N(0, (sigma/255)^2).
+        - 'poisson': peak, default 30, (0, inf); y = Poisson(x * peak) / peak (negative values count as 0);
+          smaller peak, more noise.
+        - 'speckle': variance, default 0.01, [0, inf); y = x + x n, n ~ N(0, variance).
+        - 'salt_pepper': amount, default 0.05, [0, 1]; that fraction of pixel positions set to 0 or 1, half
+          each, in every channel at once (a hit pixel turns fully black or fully white).
+        - 'uniform': half_width w (0-255 units), default 25, [0, inf); y = x + n, n ~ U(-w/255, w/255).
+    strength : float, optional
+        The model's strength parameter; None: the model's default.
+    seed : int, optional
+        Seed of a fresh ``numpy.random.default_rng`` for reproducible noise.
+    rng : numpy.random.Generator, optional
+        A generator to draw from (it advances). Give `seed` or `rng`, not both; neither draws fresh entropy.
+    clip : bool, default False
+        Clip the result to [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        The noisy image, float32, the shape of `image`.
+
+    Raises
+    ------
+    BdnError
+        For an unknown model, a strength that is not a number or lies outside the model's range, both `seed` and
+        `rng` given, and an image that is not float, not (H, W) or (H, W, 3), or holds NaN or infinite values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bdn
+    >>> clean = np.full((64, 64, 3), 0.5)
+    >>> noisy = bdn.add_noise(clean, "gaussian", 25, seed=0)
+    >>> noisy.dtype, round(float(np.std(noisy - clean) * 255))
+    (dtype('float32'), 25)
+    >>> np.array_equal(noisy, bdn.add_noise(clean, "gaussian", 25, seed=0))  # a seed fixes the noise
+    True
+    >>> hit = bdn.add_noise(clean, "salt_pepper", 0.1, seed=0, clip=True)
+    >>> sorted(np.unique(hit).tolist())
+    [0.0, 0.5, 1.0]
+    >>> bdn.add_noise(clean, "poisson", 0)
+    Traceback (most recent call last):
+    ...
+    bdn.errors.BdnError: poisson noise peak: must be in (0, inf), got 0
     """
     spec = _model(model)
     value = spec.default if strength is None else _check_strength(spec, strength)
@@ -286,16 +339,45 @@ SIGMA_METHODS = ("auto", "pca", "mad")
 def estimate_sigma(image: np.ndarray, method: str = "auto") -> float:
     """Blind estimate of additive Gaussian noise std in 0-255 units, for a float grey or RGB image in [0, 1].
 
-    method='mad': scikit-image's wavelet MAD estimator (Donoho), averaged over colour channels. Image texture
-      leaks into the finest wavelet band and reads as noise, so it over-estimates, most at low sigma.
-    method='pca': patch-PCA estimator of Chen, Zhu & Heng (ICCV 2015) on 8x8 (colour: 8x8x3) patches.
-      Excellent on colour, where correlated channels leave many pure-noise directions; on grey 8x8 patches
-      texture fills nearly all 64 directions and it over-estimates more than 'mad'. Needs about 8 x 64 (grey)
-      or 8 x 192 (colour) patches, i.e. at least ~30x30 grey or ~47x47 colour pixels.
-    method='auto' (default): 'pca' for colour images large enough for it, else 'mad' - the better of the two
-      on every scikit-image sample we measured.
     A colour image whose three channels are equal is treated as grey. Expect an over-estimate on strongly
-    textured images (e.g. skimage's grass) and an under-estimate when noisy values were clipped to [0, 1].
+    textured images (e.g. skimage's grass) and an under-estimate when noisy values were clipped to [0, 1]. For
+    real photographs, whose noise is spatially correlated, `estimate_noise_level` is the figure to use.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Float, grey (H, W) or colour (H, W, 3), values in [0, 1], finite, at least 16x16 pixels.
+    method : {'auto', 'pca', 'mad'}, default 'auto'
+        - 'mad': scikit-image's wavelet MAD estimator (Donoho), averaged over colour channels. Image texture
+          leaks into the finest wavelet band and reads as noise, so it over-estimates, most at low sigma.
+        - 'pca': patch-PCA estimator of Chen, Zhu & Heng (ICCV 2015) on 8x8 (colour: 8x8x3) patches.
+          Excellent on colour, where correlated channels leave many pure-noise directions; on grey 8x8 patches
+          texture fills nearly all 64 directions and it over-estimates more than 'mad'. Needs about 8 x 64 (grey)
+          or 8 x 192 (colour) patches, i.e. at least ~30x30 grey or ~47x47 colour pixels.
+        - 'auto': 'pca' for colour images large enough for it, else 'mad' - the better of the two on every
+          scikit-image sample we measured.
+
+    Returns
+    -------
+    float
+        The estimated noise standard deviation, 0-255 units.
+
+    Raises
+    ------
+    BdnError
+        For an unknown method; an image that is not float, not (H, W) or (H, W, 3), holds NaN or infinite values
+        or is smaller than 16x16; and an image too small for method 'pca' when that is asked for.
+
+    Examples
+    --------
+    >>> import bdn
+    >>> from skimage import data
+    >>> clean = data.astronaut()[::4, ::4] / 255.0  # 128x128 colour
+    >>> noisy = bdn.add_noise(clean, "gaussian", 25, seed=0)
+    >>> 22 < bdn.estimate_sigma(noisy) < 28  # 'auto': patch PCA on colour
+    True
+    >>> bdn.estimate_sigma(noisy, method="mad") > bdn.estimate_sigma(noisy, method="pca")  # texture reads as noise
+    True
     """
     if method not in SIGMA_METHODS:
         raise BdnError(f"estimate_sigma: unknown method {method!r}; choose one of {', '.join(SIGMA_METHODS)}")

@@ -46,9 +46,71 @@ def _whole(name: str, value: object, least: int) -> int:
 class BiqanJudge:
     """The BIQAN judge (name 'biqan', fed the EMA output); see the module docstring.
 
-    `model`: a BIQAN (float [N,3,H,W] in [0,1] -> probabilities [N,10]), or `model_path` a train_BIQAN checkpoint
-    (then `protocol` and `crop` default to the checkpoint's). `device` moves the model there (default: where it
-    is). `transform` replaces the scoring transform (default `biqan.model.prepare(image, protocol, crop)`).
+    bdn's judge protocol (bdn/dip/judges.py): ``update(iteration, image)`` scores an iterate and says whether to
+    stop, ``choice()`` is the chosen iteration, ``state()`` / ``load_state()`` resume it. `bdn run --stop biqan`
+    and `fit_dip(judge=...)` feed it; replayed over a run's snapshots with every=1 it chooses what
+    ``biqan.select.choose(score_run(...), start_index, smooth)`` chooses.
+
+    Parameters
+    ----------
+    model : torch.nn.Module, optional
+        A BIQAN (float [N,3,H,W] in [0,1] -> probabilities [N,10]). Left out, the network is loaded from
+        `model_path`, else the one that ships with bdn (`biqan.model.shipped_biqan`), and `protocol` and `crop`
+        default to the checkpoint's.
+    protocol : {'native', 'resize'}, optional
+        The scoring transform's protocol (`biqan.model.prepare`); default the checkpoint's, else 'native'.
+    crop : int, optional
+        The crop side in pixels (at least 32); default the checkpoint's, else 224.
+    start_index : int, default 40
+        The choice is the best filtered score after the first `start_index` scored iterates (among all of them
+        while there are no more than that; ties to the earliest).
+    smooth : float, optional
+        Low-pass factor of the mean scores (s_0 = x_0, s_t = smooth s_(t-1) + (1 - smooth) x_t; the seed's 0.8);
+        None: no filter.
+    patience : int, optional
+        Say stop once this many scored iterates after the first `start_index` have not raised the best filtered
+        score; None: never.
+    every : int, default 1
+        Score only the iterations divisible by it (with run_BDN's save_iter: the iterates that are saved;
+        `start_index` then counts saved iterates as the seed's did).
+    model_path : str or pathlib.Path, optional
+        A `bdn train-biqan` (train_BIQAN.py) checkpoint, read with `biqan.model.load_biqan`.
+    device : str or torch.device, optional
+        Moves the model there (default: where it is).
+    transform : callable, optional
+        Replaces the scoring transform (default ``biqan.model.prepare(image, protocol, crop)``).
+    tiles : int, default 1
+        k > 1 scores each iterate as the mean distribution over a k x k grid of crops
+        (`biqan.model.prepare_tiles`) instead of its centre crop.
+
+    Raises
+    ------
+    BdnError
+        For options that are not whole numbers in range, a bad `smooth`, and a checkpoint `load_biqan` refuses (or
+        no shipped one when neither `model` nor `model_path` is given); `update` for iterations that do not
+        increase, `choice` before any iterate.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from biqan.judge import BiqanJudge
+    >>> judge = BiqanJudge(crop=64, start_index=2, patience=3)  # the shipped network
+    >>> rng = np.random.default_rng(0)
+    >>> for iteration in range(1, 21):
+    ...     if judge.update(iteration, rng.random((64, 64, 3))):
+    ...         break
+    >>> 3 <= judge.choice() <= iteration
+    True
+
+    Inside a DIP fit (here 10 iterations of a 64x64 image; a real fit runs thousands, with ``every=20``):
+
+    >>> import bdn
+    >>> from bdn.dip import DipConfig, fit_dip
+    >>> noisy = bdn.add_noise(np.full((64, 64, 3), 0.5), "gaussian", 25, seed=0)
+    >>> judge = BiqanJudge(crop=64, start_index=2)
+    >>> result = fit_dip(noisy, config=DipConfig(net_type="skip64", num_iter=10), judge=judge, progress=False)
+    >>> result.judge_name, 3 <= result.judge_iteration <= 10
+    ('biqan', True)
     """
 
     source = "ema"

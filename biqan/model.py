@@ -300,8 +300,48 @@ def shipped_biqan() -> Path:
 def load_biqan(path: str | Path, arch: str | None = None) -> tuple[Biqan, dict]:
     """(model in eval mode, metadata) of a `save_biqan` file; metadata's crop is an int and dropout a float.
 
-    BdnError (one line naming the file) for a file that is not a BIQAN checkpoint, an unknown architecture, weights
-    that do not fit the architecture the file names, or (with `arch`) a checkpoint of another architecture.
+    The architecture the file names is rebuilt (`build_biqan`, no download) and its weights loaded strictly.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A safetensors file written by `save_biqan` (`bdn train-biqan` writes them); `shipped_biqan()` is the one
+        that ships with bdn (checkpoints/biqan.safetensors).
+    arch : str, optional
+        The architecture the file must hold (one of `ARCHES`); left out, any.
+
+    Returns
+    -------
+    model : Biqan
+        The network in eval mode: float [N, 3, H, W] in [0, 1] in, probabilities over 10 score bins [N, 10] out.
+    metadata : dict
+        The file's metadata: format, arch, dropout (a float), protocol ('native' or 'resize'), crop (an int) and
+        whatever the trainer added (epoch, validation loss, ...), as strings.
+
+    Raises
+    ------
+    BdnError
+        One line naming the file, for a missing file, a file that is not a BIQAN checkpoint, an unknown
+        architecture, damaged metadata, weights that do not fit the architecture the file names, or (with `arch`)
+        a checkpoint of another architecture.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from biqan.model import build_biqan, load_biqan, save_biqan, shipped_biqan
+    >>> model, metadata = load_biqan(shipped_biqan())
+    >>> with torch.no_grad():
+    ...     p = model(torch.rand(2, 3, 64, 64))
+    >>> p.shape, bool(torch.allclose(p.sum(dim=1), torch.ones(2)))
+    (torch.Size([2, 10]), True)
+    >>> _ = save_biqan("mine.safetensors", build_biqan(), protocol="native", crop=128, epoch=3)
+    >>> model, metadata = load_biqan("mine.safetensors")
+    >>> metadata["arch"], metadata["protocol"], metadata["crop"], metadata["epoch"]
+    ('mobilenet_v3_small', 'native', 128, '3')
+    >>> load_biqan("mine.safetensors", arch="mobilenet_v2")
+    Traceback (most recent call last):
+    ...
+    bdn.errors.BdnError: mine.safetensors: a mobilenet_v3_small checkpoint, not mobilenet_v2
     """
     from bdn.tensorfile import read_tensors
 

@@ -186,11 +186,68 @@ def score_run(
 ) -> pd.DataFrame:
     """Score every snapshot of every image of a run folder: DataFrame(image, iteration, path, mean, std, psnr).
 
-    Sorted by image, then iteration. `psnr` is the snapshot's PSNR against the clean image (NaN where the run had
-    none). The model is put in eval mode on `device`; `transform` (default: `biqan.model.prepare` with `protocol`
-    and `crop`, or a grid of `tiles` x `tiles` crops whose scores are averaged) turns an image read from its PNG
-    (bdn layout, float32 in [0, 1]) into the network's input. Snapshots are read `batch_size` at a time. BdnError
-    for a missing or empty run folder, an image folder with no snapshot, an unreadable snapshot.
+    The run folder is what `bdn run` / `bdn.dip.run.run_folder` writes (bdn/dip/runfolder.py); it is read with
+    `bdn.dip.runfolder.read_run` (finished images only).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The quality network (see `biqan.model.load_biqan`): float [N, 3, H, W] in [0, 1] -> probabilities [N, 10].
+        It is put in eval mode on `device`.
+    run_dir : str or pathlib.Path
+        The run folder.
+    protocol : {'native', 'resize'}, default 'native'
+        The scoring transform's protocol (`biqan.model.prepare`); give the checkpoint's (its metadata).
+    crop : int, default 224
+        The crop side in pixels (at least 32); give the checkpoint's.
+    batch_size : int, default 32
+        Snapshots read and scored at a time.
+    device : str or torch.device, default 'cpu'
+        Where to score ('auto': cuda, else mps, else cpu).
+    transform : callable, optional
+        Turns an image read from its PNG (bdn layout, float32 in [0, 1]) into the network's input; default
+        `biqan.model.prepare` with `protocol` and `crop`, or a grid of `tiles` x `tiles` crops whose scores are
+        averaged.
+    tiles : int, default 1
+        See `transform`.
+    progress : bool, default False
+        Show a progress bar.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per snapshot, sorted by image, then iteration: image (its folder's name), iteration, path (the
+        PNG), mean and std (of the predicted 10-bin distribution over scores 1..10) and psnr, the snapshot's PSNR
+        against the clean image (the 8-bit snapshot's from `<run>/<image>.txt`, else log.csv's; NaN where the run
+        had none).
+
+    Raises
+    ------
+    BdnError
+        For a missing or empty run folder, an image folder with no snapshot, an unreadable snapshot, a damaged
+        log, and options out of range.
+
+    Examples
+    --------
+    A run of 10 DIP iterations on one 64x64 image (noise synthesised from the clean image), scored:
+
+    >>> import numpy as np
+    >>> import bdn
+    >>> from bdn.dip import DipConfig
+    >>> from bdn.dip.run import run_folder
+    >>> from biqan.model import load_biqan, shipped_biqan
+    >>> from biqan.select import score_run
+    >>> _ = bdn.write_image("clean/0001_mean.png", np.random.default_rng(0).random((64, 64, 3)))
+    >>> config = DipConfig(net_type="skip64", num_iter=10, save_iter=5)
+    >>> _ = run_folder(None, "clean", "run", config, progress=False, echo=None)
+    >>> model, metadata = load_biqan(shipped_biqan())
+    >>> scores = score_run(model, "run", metadata["protocol"], crop=64)
+    >>> list(scores.columns)
+    ['image', 'iteration', 'path', 'mean', 'std', 'psnr']
+    >>> scores[["image", "iteration"]].values.tolist()
+    [['0001', 5], ['0001', 10]]
+    >>> bool(scores["mean"].between(1, 10).all())
+    True
     """
     batch_size = _check_int("batch_size", batch_size, 1)
     iterates = read_run(run_dir, require_snapshots=True)
@@ -493,7 +550,72 @@ def select_run(
     header: Sequence[str] = (),
     progress: bool = False,
 ) -> tuple[pd.DataFrame, dict, Choices]:
-    """Score, choose and write every file of the module docstring; returns (gaps table, summary, choices)."""
+    """Score, choose and write every file of the module docstring; returns (gaps table, summary, choices).
+
+    What `bdn select` (test_BIQAN.py) runs: `score_run`, then `choose` (per image the iterate with the highest,
+    optionally smoothed, mean score after the first `start_index`), then `gaps` against the oracle. Bad input
+    fails before the scoring, and nothing is written before every image has been scored; every file is written
+    atomically.
+
+    Parameters
+    ----------
+    run_path : str or pathlib.Path
+        A run folder written by `bdn run` / `bdn.dip.run.run_folder`.
+    output_path : str or pathlib.Path
+        The folder (created) that receives, per image `<id>`, `<id>_BIQAN.png` (the chosen snapshot, a byte copy),
+        `<id>_Compare.png` and `<id>_Curves.png`, and `Denoised_PSNR.txt`, `Denoised_PSNR.csv` and `scores.csv`.
+        Each image's run folder also gets `choice.json` (judge 'biqan') and `result.png`.
+    model : torch.nn.Module
+        The quality network (see `biqan.model.load_biqan`).
+    protocol, crop, batch_size, device, transform, tiles, progress
+        As in `score_run`.
+    start_index : int, default 40
+        The seed's: choose after the first `start_index` iterates (among all of them where there are no more).
+    smooth : float, optional
+        Low-pass factor over each image's mean scores (the seed's 0.8); None: no smoothing.
+    noisy_path, clean_path : str or pathlib.Path, optional
+        Folders holding the noisy (`<id>_real.<ext>` or `<id>.<ext>`) and clean (`<id>_mean.<ext>`) images, shown
+        in the comparison figures where they hold the image.
+    header : sequence of str, default ()
+        Lines put first in Denoised_PSNR.txt (the options, say).
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Per image (sorted): oracle_iteration and oracle_psnr (the snapshot with the highest PSNR), chosen_iteration
+        and chosen_psnr, and loss = oracle PSNR - chosen PSNR in dB (NaN without a clean image).
+    summary : dict
+        Means over the images with a PSNR and the worst loss: images, measured, oracle_psnr, chosen_psnr, loss,
+        worst_loss, worst_image.
+    choices : Choices
+        image -> chosen iteration, with the figures, curves and notes it was chosen from.
+
+    Raises
+    ------
+    BdnError
+        For an output path that is a file, a bad `start_index` or `smooth`, noisy or clean folders with no images
+        or two files for one name, and whatever `score_run` refuses.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> import bdn
+    >>> from bdn.dip import DipConfig
+    >>> from bdn.dip.run import run_folder
+    >>> from biqan.model import load_biqan, shipped_biqan
+    >>> from biqan.select import select_run
+    >>> _ = bdn.write_image("clean/0001_mean.png", np.random.default_rng(0).random((64, 64, 3)))
+    >>> config = DipConfig(net_type="skip64", num_iter=10, save_iter=5)
+    >>> _ = run_folder(None, "clean", "run", config, progress=False, echo=None)
+    >>> model, metadata = load_biqan(shipped_biqan())
+    >>> table, summary, choices = select_run("run", "selected", model, crop=64, start_index=0)
+    >>> choices["0001"] in (5, 10), summary["images"]
+    (True, 1)
+    >>> sorted(path.name for path in Path("selected").iterdir())  # doctest: +NORMALIZE_WHITESPACE
+    ['0001_BIQAN.png', '0001_Compare.png', '0001_Curves.png', 'Denoised_PSNR.csv', 'Denoised_PSNR.txt',
+     'scores.csv']
+    """
     start_index = _check_int("start_index", start_index, 0)
     smooth = check_smooth(smooth)
     run, out = Path(run_path), Path(output_path)
