@@ -21,7 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 from bdn.data import dataset_pairs, load_pair
-from bdn.dip.fit import DipConfig, fit_dip, pick_device
+from bdn.devices import pick_device
+from bdn.dip.config import DipConfig
+from bdn.dip.fit import fit_dip
 from bdn.metrics import psnr
 from bdn.report import write_table
 

@@ -75,7 +75,8 @@ def time_one(case: str, threads: int, warmup: int, timed: int) -> dict:
 
     from bdn.bench import peak_rss_mb
     from bdn.data import centre_crop, dataset_pairs, load_pair
-    from bdn.dip.fit import DipConfig, fit_dip
+    from bdn.dip.config import DipConfig
+    from bdn.dip.fit import fit_dip
     from bdn.dip.memory import fit_bytes
     from bdn.dip.nets import build_net
 

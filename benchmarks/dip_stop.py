@@ -17,7 +17,9 @@ import pandas as pd
 
 from bdn.cli import parse_value
 from bdn.data import centre_crop, dataset_pairs, load_pair
-from bdn.dip.fit import DipConfig, fit_dip, pick_device
+from bdn.devices import pick_device
+from bdn.dip.config import DipConfig
+from bdn.dip.fit import fit_dip
 from bdn.dip.judges import make_judge
 from bdn.report import write_table
 

@@ -27,7 +27,9 @@ import torch
 
 from bdn.cli import parse_value
 from bdn.data import centre_crop, dataset_pairs, load_pair
-from bdn.dip.fit import DipConfig, fit_dip, pick_device
+from bdn.devices import pick_device
+from bdn.dip.config import DipConfig
+from bdn.dip.fit import fit_dip
 from bdn.dip.init import config_for_init, load_init
 from bdn.dip.nets import NetSpec, net_spec
 from bdn.metrics import psnr

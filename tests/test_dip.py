@@ -13,7 +13,9 @@ import pytest
 import torch
 
 import bdn.dip.fit as fit_module
-from bdn.dip.fit import DipConfig, fit_dip, pick_device
+from bdn.devices import pick_device
+from bdn.dip.config import DipConfig
+from bdn.dip.fit import fit_dip
 from bdn.dip.judges import EMVJudge, NoiseJudge, NoneJudge, OracleJudge, WMVJudge, make_judge
 from bdn.dip.nets import NET_TYPES, NetSpec, build_net, check_size, count_parameters, min_size, smallest_side
 from bdn.errors import BdnError

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import bdn
-from bdn.dip.fit import DipConfig, fit_dip
+from bdn.dip.config import DipConfig
+from bdn.dip.fit import fit_dip
 from bdn.dip.nets import Upsample2x
 from bdn.dip.precision import bf16_supported, resolve_precision
 from bdn.errors import BdnError

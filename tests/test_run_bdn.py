@@ -24,7 +24,8 @@ import bdn.dip.run as run_module
 from bdn.cli import run_script
 from bdn.cli.run import _start_group
 from bdn.data import synthesize
-from bdn.dip.fit import DipConfig, fit_dip
+from bdn.dip.config import DipConfig
+from bdn.dip.fit import fit_dip
 from bdn.dip.init import InitConfig, _metadata, save_init
 from bdn.dip.nets import NET_TYPES, NetSpec, build_net
 from bdn.dip.run import Item, run_folder, select_items, split_part

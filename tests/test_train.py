@@ -1,4 +1,4 @@
-"""python -m bdn.train: config checks, a tiny training run, exact resume, and the files it writes."""
+"""bdn train: config checks, a tiny training run, exact resume, and the files it writes."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ INTERRUPTED = "interrupted; run the same command again to resume"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from bdn.dip.fit import DipConfig
+    from bdn.dip.config import DipConfig
     from bdn.dip.nets import NET_TYPES
     from bdn.dip.precision import PRECISIONS
 
@@ -122,7 +122,7 @@ def _part(args: argparse.Namespace) -> tuple[int, int] | None:
 
 def _config(args: argparse.Namespace):
     """The DipConfig the options spell (run_folder checks it)."""
-    from bdn.dip.fit import DipConfig
+    from bdn.dip.config import DipConfig
 
     fallback = None if args.fallback_db is not None and args.fallback_db == 0 else args.fallback_db
     config = replace(

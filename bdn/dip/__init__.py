@@ -8,7 +8,9 @@ Needs torch; `import bdn` alone does not import this package.
                      judge=make_judge("wmv"))
 """
 
-from bdn.dip.fit import DipConfig, DipFrame, DipResult, fit_dip, pick_device
+from bdn.devices import pick_device
+from bdn.dip.config import DipConfig, DipResult
+from bdn.dip.fit import DipFrame, fit_dip
 from bdn.dip.judges import JUDGES, EMVJudge, Judge, NoiseJudge, NoneJudge, OracleJudge, WMVJudge, make_judge
 from bdn.dip.nets import (
     NET_TYPES,

@@ -102,7 +102,7 @@ def prepare(
     precision: str = "auto",
 ) -> DipJob:
     """Everything `dip()` decides before fitting (benchmarks use it to fit exactly what users get)."""
-    from bdn.dip.fit import DipConfig
+    from bdn.dip.config import DipConfig
     from bdn.dip.judges import make_judge
     from bdn.dip.nets import min_size, smallest_side
 
@@ -279,33 +279,77 @@ def dip(
 ) -> np.ndarray:
     """Deep Image Prior on one image (float [0, 1], grey or RGB); returns the chosen EMA output, same shape.
 
+    Any image size: the image is padded by reflection up to the sides the generator needs, fitted, and the
+    padding cut off again; an image too large for the memory at hand is fitted in overlapping tiles blended back.
+    By default the seed's loop runs from a random start on bdn's lean generator (``DEFAULT_NET_TYPE``) and the
+    noise rule, which needs no clean image, decides when to stop and which iterate to keep (see the module
+    docstring). This is the 'dip' method of `bdn.denoise` and `bdn denoise --method dip`.
+
     Parameters
     ----------
-    image : the noisy image, float32 (H, W) or (H, W, 3) in [0, 1]; any size (padded to the net's sides inside).
-    sigma : the noise level (0-255) for the 'noise' judge and the budget's safety check; estimated when left out.
-    iterations : the most iterations to run (default 400 for the blind-spot fit, 3000 for the seed's loop).
-    stop : 'auto' ('none' for a blind-spot fit, 'noise' otherwise), 'noise' (discrepancy principle), 'wmv', 'emv',
-        'none' (the last EMA output).
-    init : 'none' (default: a random start), a shipped initialisation's name ('polyu_masked') or a safetensors
-        file (see `bdn dip-init`); an initialisation fixes the net, input and fit settings.
-    net_type, lr : override the generator ('skip', 'skip_light', ...) and the learning rate.
-    noise_factor : the noise rule stops once the residual std <= noise_factor x sigma (> 1 stops sooner).
-    minutes : a time budget (split evenly over tiles). A fit that it ends before the judge has chosen keeps the
+    image : numpy.ndarray
+        The noisy image, float32 (H, W) or (H, W, 3) in [0, 1]; any size (padded to the net's sides inside).
+    sigma : float, optional
+        The noise level (0-255) for the 'noise' judge and the budget's safety check; estimated when left out
+        (`bdn.noise.estimate_noise_level`, once for all tiles).
+    iterations : int, optional
+        The most iterations to run (default 400 for the blind-spot fit, 3000 for the seed's loop).
+    stop : {'auto', 'noise', 'wmv', 'emv', 'none'}, default 'auto'
+        The judge that stops the fit and chooses the iterate: 'auto' ('none' for a blind-spot fit, 'noise'
+        otherwise), 'noise' (discrepancy principle), 'wmv' or 'emv' (ES-WMV, ES-EMV), 'none' (the last EMA output).
+    init : str, default 'none'
+        'none' (a random start), a shipped initialisation's name ('polyu_masked': a blind-spot fit for a fixed
+        budget, keeping the last EMA output) or a safetensors file (see `bdn dip-init`); an initialisation fixes
+        the net, input and fit settings.
+    net_type, lr : str, float, optional
+        Override the generator ('skip64', the default ``DEFAULT_NET_TYPE``; 'skip', the seed's own net;
+        'skip_light') and the learning rate.
+    device : str, default 'auto'
+        'auto' (cuda, else mps, else cpu) or a torch device name.
+    seed : int, default 0
+        Seeds the fit: on the CPU the same call gives the same output (a `minutes` budget aside).
+    noise_factor : float, default 1.0
+        The noise rule stops once the residual std <= noise_factor x sigma (> 1 stops sooner).
+    progress : bool, default False
+        Show a progress bar.
+    minutes : float, optional
+        A time budget (split evenly over tiles). A fit that it ends before the judge has chosen keeps the
         judge's current iterate only if the noise level says it beats the input (`better_than_input`), else
         returns the input; either way a `BdnWarning` says which.
-    precision : 'auto' (bf16 where the CPU has AMX / AVX512-BF16 or the GPU bf16, else fp32), 'fp32' or 'bf16'.
-    threads : torch threads for this call (the process's own number is restored after).
-    tile : fit tiles of at most tile x tile pixels, blended over 32-pixel overlaps. Left out, tiles are used only
-        when the whole image would need more memory than `memory_gb` (see bdn/dip/memory.py), with a warning.
-    memory_gb : the memory a fit may use (default: BDN_DIP_MEMORY_GB, else 70 % of the memory available now).
+    precision : {'auto', 'fp32', 'bf16'}, default 'auto'
+        'auto': bf16 where the CPU has AMX / AVX512-BF16 or the GPU bf16, else fp32.
+    threads : int, optional
+        Torch threads for this call (the process's own number is restored after).
+    tile : int, optional
+        Fit tiles of at most tile x tile pixels (>= 64), blended over 32-pixel overlaps. Left out, tiles are used
+        only when the whole image would need more memory than `memory_gb` (see bdn/dip/memory.py), with a
+        `BdnWarning`.
+    memory_gb : float, optional
+        The memory a fit may use (default: BDN_DIP_MEMORY_GB, else 70 % of the memory available now).
 
     Returns
     -------
-    numpy.ndarray : float32, the image's shape.
+    numpy.ndarray
+        float32, the image's shape: the EMA output at the judge's choice (the last one with stop 'none').
+
+    Raises
+    ------
+    BdnError
+        For an unknown stop, init, net_type, device or precision; iterations, minutes, threads or tile that are
+        not valid numbers; an initialisation that does not fit the image's channels; and memory too small for
+        even a 64x64 tile.
 
     Examples
     --------
-    >>> clean = bdn.dip.denoise.dip(noisy, minutes=5)  # doctest: +SKIP
+    >>> import bdn
+    >>> from bdn.dip.denoise import dip
+    >>> from skimage import data
+    >>> noisy = bdn.add_noise(data.camera()[::16, ::16] / 255.0, "gaussian", 25, seed=0)  # 32x32 grey
+    >>> out = dip(noisy, iterations=5)  # a real fit runs up to 3000, stopped by the noise rule
+    >>> out.shape, out.dtype
+    ((32, 32), dtype('float32'))
+    >>> out = bdn.denoise(noisy, method="dip", iterations=5, stop="none")  # the same through bdn.denoise
+    >>> clean = dip(noisy, minutes=5)  # doctest: +SKIP
     """
     from bdn.devices import pick_device
     from bdn.dip.memory import job_bytes, memory_budget_bytes

@@ -44,7 +44,6 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -52,82 +51,18 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from bdn.devices import pick_device
+from bdn.dip.config import DipConfig, DipResult, check_config
 from bdn.dip.graphs import GraphedIteration, cudnn_autotune
 from bdn.dip.history import FIGURES, HISTORY_FIELDS, BestSnapshot, Recorder, peak
 from bdn.dip.judges import Judge
-from bdn.dip.nets import NetSpec, build_net, check_size, count_parameters, net_spec
-from bdn.dip.precision import PRECISIONS, Bf16Mirror, flatten_parameters, resolve_precision
+from bdn.dip.nets import build_net, check_size, count_parameters, net_spec
+from bdn.dip.precision import Bf16Mirror, flatten_parameters, resolve_precision
 from bdn.errors import BdnError
 from bdn.metrics import psnr_ssim, to_float01
 from bdn.tensors import to_image, to_nchw
 from bdn.torch_metrics import psnr_torch, ssim_score
 
-__all__ = ["DipConfig", "DipFit", "DipFrame", "DipResult", "check_config", "fit_dip", "pick_device"]
-
-INPUT_BASES = ("noise", "image", "smoothed")
-PERTURBATIONS = ("fixed", "random", "none")
-
-
-@dataclass
-class DipConfig:
-    """Every setting of one DIP fit; the defaults are the seed's run_BDN defaults (except save_iter)."""
-
-    net_type: str | NetSpec = "skip"
-    input_depth: int = 32  # channels of the noise input; 'image' and 'smoothed' inputs use the image's channels
-    lr: float = 1e-2
-    num_iter: int = 3000
-    save_iter: int = 20  # snapshot interval: SSIM, the oracle's candidates, the files a caller writes
-    show_iter: int = 100  # how often figures reach the host (progress bar, history)
-    ema: float = 0.99
-    input_base: str = "noise"  # 'noise' (uniform [0, 1) x 0.1), 'image' (the noisy image), 'smoothed'
-    input_std: float = 8.5  # perturbation of the input, std in 1/255 units
-    input_perturbation: str = "fixed"  # 'fixed' (std = input_std), 'random' (std ~ U[0, input_std]), 'none'
-    reference_std: float = 8.5  # fresh noise added to the noisy reference each iteration, 1/255 units
-    reference_perturbation: str = "fixed"  # the seed's literal behaviour; 'random' or 'none' as alternatives
-    fallback_db: float | None = 8.0  # restore the last good weights when PSNR vs noisy drops by more; None: off
-    smooth_sigma: float = 1.0  # Gaussian sigma in pixels for input_base='smoothed'
-    # Blind-spot fitting (MPI, Ma et al. 2024): each iteration hides this share of the pixels from the input and
-    # takes the loss only on the hidden ones, so the net cannot copy a pixel's noise; needs an image input.
-    mask_ratio: float = 0.0
-    seed: int = 0
-    channels_last: bool | None = None  # None: chosen by device and net width (see pick_memory_format)
-    cuda_graph: bool | None = None  # None: on CUDA, replay each iteration as one CUDA graph (see bdn/dip/graphs.py)
-    # 'auto': bf16 where the CPU has AMX / AVX512-BF16 or the GPU has bf16, else fp32; 'bf16' runs the network in
-    # bfloat16 with float32 master weights, optimiser, loss, EMA and metrics (see bdn/dip/precision.py).
-    precision: str = "auto"
-
-
-@dataclass
-class DipResult:
-    """What a fit gives back. Images are bdn images: float32 (H, W) or (H, W, 3) in [0, 1]."""
-
-    ema: np.ndarray  # the final EMA output
-    raw: np.ndarray  # the final raw output
-    history: list[dict]  # one dict per iteration (see fit_dip)
-    iterations: int  # iterations run
-    stopped_early: bool
-    fallbacks: list[int]  # iterations whose weights were thrown away
-    seconds: float
-    parameters: int
-    state_dict: dict[str, torch.Tensor]  # final weights on the CPU (for learned initialisations)
-    config: DipConfig
-    best_iteration: int | None = None  # oracle: the snapshot with the best EMA PSNR (needs the clean image)
-    best_psnr: float | None = None  # scikit-image figures of best_image
-    best_ssim: float | None = None
-    best_image: np.ndarray | None = None
-    peak_iteration: int | None = None  # best EMA PSNR over every iteration (the seed's max_index), from history
-    peak_psnr: float | None = None
-    final_psnr: float | None = None  # scikit-image figures of `ema`
-    final_ssim: float | None = None
-    judge_name: str | None = None
-    judge_iteration: int | None = None
-    judge_image: np.ndarray | None = None  # EMA output at judge_iteration (see fit_dip)
-    precision: str = "fp32"  # what the network computed in: 'fp32' or 'bf16' (config.precision resolved)
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def seconds_per_iteration(self) -> float:
-        return self.seconds / max(self.iterations, 1)
+__all__ = ["DipFit", "DipFrame", "fit_dip"]
 
 
 def pick_memory_format(config: DipConfig, device: torch.device) -> torch.memory_format:
@@ -144,48 +79,6 @@ def pick_memory_format(config: DipConfig, device: torch.device) -> torch.memory_
         spec = net_spec(config.net_type)
         wanted = device.type == "cpu" and min(spec.channels_down + spec.channels_up) >= 64
     return torch.channels_last if wanted else torch.contiguous_format
-
-
-def check_config(config: DipConfig) -> None:
-    """BdnError naming the first setting that cannot work."""
-    net_spec(config.net_type)
-
-    def positive_int(name: str) -> None:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise BdnError(f"DIP config: {name} must be a positive integer, got {value!r}")
-
-    for name in ("input_depth", "num_iter", "save_iter", "show_iter"):
-        positive_int(name)
-    for name, low, high in (("lr", 0.0, math.inf), ("ema", 0.0, 1.0)):
-        value = getattr(config, name)
-        if not isinstance(value, (int, float)) or not (low < value < high or (name == "ema" and value == 0)):
-            raise BdnError(f"DIP config: {name} must be a number in ({low}, {high}), got {value!r}")
-    for name in ("input_std", "reference_std", "smooth_sigma"):
-        value = getattr(config, name)
-        if not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-            raise BdnError(f"DIP config: {name} must be a number >= 0, got {value!r}")
-    if config.input_base not in INPUT_BASES:
-        raise BdnError(f"DIP config: input_base must be one of {', '.join(INPUT_BASES)}, got {config.input_base!r}")
-    ratio = config.mask_ratio
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
-        raise BdnError(f"DIP config: mask_ratio must be a number in [0, 1), got {ratio!r}")
-    if ratio > 0 and config.input_base == "noise":
-        raise BdnError("DIP config: mask_ratio > 0 hides pixels of the input image: use input_base image or smoothed")
-    for name in ("input_perturbation", "reference_perturbation"):
-        if getattr(config, name) not in PERTURBATIONS:
-            raise BdnError(
-                f"DIP config: {name} must be one of {', '.join(PERTURBATIONS)}, got {getattr(config, name)!r}"
-            )
-    if config.fallback_db is not None and (not isinstance(config.fallback_db, (int, float)) or config.fallback_db <= 0):
-        raise BdnError(f"DIP config: fallback_db must be a positive number of dB or None, got {config.fallback_db!r}")
-    for name in ("channels_last", "cuda_graph"):
-        if getattr(config, name) not in (None, True, False):
-            raise BdnError(f"DIP config: {name} must be True, False or None (automatic), got {getattr(config, name)!r}")
-    if isinstance(config.seed, bool) or not isinstance(config.seed, (int, np.integer)) or config.seed < 0:
-        raise BdnError(f"DIP config: seed must be an integer >= 0, got {config.seed!r}")
-    if config.precision not in PRECISIONS:
-        raise BdnError(f"DIP config: precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
 
 
 def _image(image: np.ndarray, what: str) -> np.ndarray:
@@ -354,7 +247,7 @@ class DipFit:
         spec = net_spec(config.net_type)
         self.name = config.net_type if isinstance(config.net_type, str) else "custom"
         height, width = noisy.shape[:2]
-        check_size(spec, height, width, "noisy image")
+        check_size(config.net_type, height, width, "noisy image")
         dev = device if isinstance(device, torch.device) else pick_device(device)
         self.config, self.device, self.clean_image = config, dev, clean
         channels = 1 if noisy.ndim == 2 else 3
@@ -703,22 +596,79 @@ def fit_dip(
 ) -> DipResult:
     """Fit DIP to `noisy` (float [0, 1], (H, W) or (H, W, 3); sides must fit the net, see nets.check_size).
 
-    `clean` (same shape) adds PSNR/SSIM to the history and the oracle's best snapshot to the result.
-    `init_state` is a state_dict to start from instead of a random initialisation.
-    `resume_state` is what `frame.state()` gave in an earlier fit of the same images with the same config
-    (num_iter and show_iter may differ): the fit continues after that iteration, exactly on the CPU, and the
-    result covers the whole fit (history, seconds). init_state is then ignored. Resumed on another kind of
-    device, the per-iteration noise is re-seeded from the iteration (the stream then differs).
-    `on_iteration(iteration, frame)` runs after every iteration; a true return value stops the fit.
-    `judge` (see judges.py) is fed every iteration: the raw output when `judge.source == 'raw'` (ES-WMV and
-    ES-EMV), else the EMA output; when it says stop, the fit stops. The result names its choice and the EMA
-    output at that iteration (captured when the judge settles on the current iteration, which it does at once
-    with sync_every=1; otherwise `judge_image` is what the judge itself kept of what it saw).
-    History rows: iteration, loss, psnr (EMA vs clean), ssim (EMA vs clean, snapshots only), psnr_raw (raw
-    output vs clean), psnr_noisy (raw output vs noisy, as the fall-back sees it), fallback, snapshot; figures
-    that need the clean image are None without it. They are computed in float32 torch and can differ from
-    scikit-image in the last digits; the result's final_* and best_* figures come from bdn.metrics.
-    Seeded: the same config on the CPU gives the same outputs.
+    The loop of the module docstring, run for ``config.num_iter`` iterations unless the judge or `on_iteration`
+    stops it sooner. Seeded: the same config on the CPU gives the same outputs. For one image of any size, with
+    padding, tiles and a judge chosen for you, use `bdn.dip.denoise.dip`; for a folder, `bdn.dip.run.run_folder`.
+
+    Parameters
+    ----------
+    noisy : numpy.ndarray
+        The image fitted: float in [0, 1], (H, W) or (H, W, 3); both sides multiples of
+        ``bdn.dip.nets.min_size(net)`` and at least ``smallest_side(net)`` (32 and 64 for 'skip', 'skip64' and
+        'skip_light').
+    clean : numpy.ndarray, optional
+        The clean image (same shape): adds PSNR/SSIM to the history and the oracle's best snapshot to the result.
+    config : DipConfig, optional
+        Every setting of the fit; default ``DipConfig()``, the seed's run_BDN defaults (except save_iter).
+    device : str or torch.device, default 'cpu'
+        Where to fit ('auto': cuda, else mps, else cpu).
+    init_state : mapping of str to torch.Tensor, optional
+        A state_dict to start from instead of a random initialisation.
+    resume_state : mapping, optional
+        What `frame.state()` gave in an earlier fit of the same images with the same config (num_iter and
+        show_iter may differ): the fit continues after that iteration, exactly on the CPU, and the result covers
+        the whole fit (history, seconds). `init_state` is then ignored. Resumed on another kind of device, the
+        per-iteration noise is re-seeded from the iteration (the stream then differs). A judge's own state is
+        the caller's.
+    on_iteration : callable, optional
+        ``on_iteration(iteration, frame)`` runs after every iteration (iterations count from 1) with a `DipFrame`;
+        a true return value stops the fit.
+    judge : Judge, optional
+        A judge (bdn/dip/judges.py) fed every iteration: the raw output when ``judge.source == 'raw'`` (ES-WMV and
+        ES-EMV), else the EMA output; when it says stop, the fit stops.
+    progress : bool, default True
+        Show a progress bar (tqdm) with the latest loss and PSNR.
+    label : str, default 'DIP'
+        The progress bar's label.
+
+    Returns
+    -------
+    DipResult
+        The final EMA and raw outputs (bdn images: float32, the shape of `noisy`), the history, iterations run,
+        whether it stopped early, the fall-backs, seconds, the final weights and the precision that ran. With a
+        judge: its name, its choice (`judge_iteration`) and the EMA output at that iteration (`judge_image`,
+        captured when the judge settles on the current iteration, which it does at once with sync_every=1;
+        otherwise what the judge itself kept of what it saw). With `clean`: the oracle's best snapshot
+        (`best_iteration`, `best_psnr`, `best_ssim`, `best_image`), the peak over every iteration and the final
+        figures. History rows (one dict per iteration): iteration, loss, psnr (EMA vs clean), ssim (EMA vs clean,
+        snapshots only), psnr_raw (raw output vs clean), psnr_noisy (raw output vs noisy, as the fall-back sees
+        it), fallback, snapshot; figures that need the clean image are None without it. They are computed in
+        float32 torch and can differ from scikit-image in the last digits; the result's final_* and best_*
+        figures come from bdn.metrics.
+
+    Raises
+    ------
+    BdnError
+        For an image that is not (H, W) or (H, W, 3), holds NaN or infinite values, or whose sides do not fit the
+        net; a `clean` image of another shape; a config setting that cannot work (the first is named); a device
+        that is not there; and an `init_state` or `resume_state` that does not fit.
+
+    Examples
+    --------
+    >>> import bdn
+    >>> from bdn.dip import DipConfig, fit_dip
+    >>> from skimage import data
+    >>> clean = data.camera()[::8, ::8] / 255.0  # 64x64 grey
+    >>> noisy = bdn.add_noise(clean, "gaussian", 25, seed=0)
+    >>> config = DipConfig(net_type="skip64", num_iter=10, save_iter=5)  # the seed runs 3000 iterations
+    >>> result = fit_dip(noisy, clean, config, progress=False)
+    >>> result.iterations, result.ema.shape, result.best_iteration in (5, 10)
+    (10, (64, 64), True)
+    >>> sorted(result.history[-1])
+    ['fallback', 'iteration', 'loss', 'psnr', 'psnr_noisy', 'psnr_raw', 'snapshot', 'ssim']
+    >>> result = fit_dip(noisy, config=config, progress=False, on_iteration=lambda i, frame: i == 3)
+    >>> result.iterations, result.stopped_early
+    (3, True)
     """
     fit = DipFit(noisy, clean, config, device=device, init_state=None if resume_state is not None else init_state)
     if resume_state is not None:

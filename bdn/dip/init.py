@@ -38,7 +38,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bdn.dip.fit import DipConfig, check_config, fit_dip, pick_device
+from bdn.devices import pick_device
+from bdn.dip.config import DipConfig, check_config
+from bdn.dip.fit import fit_dip
 from bdn.dip.nets import NET_TYPES, NetSpec, build_net, net_spec, smallest_side
 from bdn.errors import BdnError
 from bdn.io import list_images, read_image

@@ -54,8 +54,9 @@ import numpy as np
 import torch
 
 from bdn.data import CLEAN_SUFFIX, Pair, centre_crop, clean_images, crop_to_multiple, find_pairs, load_pair, synthesize
-from bdn.devices import torchrun_world
-from bdn.dip.fit import DipConfig, DipResult, check_config, fit_dip, pick_device
+from bdn.devices import pick_device, torchrun_world
+from bdn.dip.config import DipConfig, DipResult, check_config
+from bdn.dip.fit import fit_dip
 from bdn.dip.init import OpenedInit, open_init
 from bdn.dip.judges import Judge, make_judge
 from bdn.dip.nets import min_size, net_spec, smallest_side
@@ -436,10 +437,81 @@ def run_folder(
     """DIP over a folder (see the module docstring for the files); BdnError for bad input as a whole, while one
     bad image only adds a line to `problems` and the batch goes on.
 
-    `init`: a learned initialisation (a shipped name or a safetensors file, bdn.dip.init); it fixes the net,
-    the input and the mask ratio of `config` to those it was learned for, and every fit starts from its weights.
-    `barrier`: under torchrun, a process group's barrier (the command layer starts the group): every rank waits
-    there when its images are done, then rank 0 writes the summary; without one, every rank writes it.
+    What `bdn run` (run_BDN.py) runs. The files it writes are specified in bdn/dip/runfolder.py. Running it again
+    skips images whose done.json exists and continues an unfinished one from its checkpoint.
+
+    Parameters
+    ----------
+    noisy_dir : str or pathlib.Path or None
+        The noisy images. With `clean_dir`, `<id>_real.<ext>` pairs with `<id>_mean.<ext>`, otherwise equal
+        stems pair up (the two may be one folder). None: the noise is synthesised from the clean images.
+    clean_dir : str or pathlib.Path or None
+        The clean images (`<id>_mean.<ext>` or `<id>.<ext>`), for PSNR, SSIM and the oracle; None: none.
+    out : str or pathlib.Path
+        The run folder (created).
+    config : DipConfig, optional
+        The fit's settings; default ``DipConfig()``, the seed's run_BDN defaults.
+    stop : {'none', 'wmv', 'emv', 'noise', 'biqan'}, default 'none'
+        The online judge that ends each fit (bdn.dip.judges; 'biqan' from biqan.judge); 'none' runs every
+        iteration, and the oracle then chooses offline where a clean image exists. 'oracle' is refused: it needs
+        the clean image, so it only chooses offline.
+    judge_options : dict, optional
+        Keyword options of the judge (``bdn.dip.judges.make_judge``), e.g. sigma and factor of 'noise' (the image
+        being fitted is its noisy image), model_path of 'biqan'. Bad options fail before any image.
+    noise : str, default 'gaussian:25'
+        The noise synthesised for an image with no noisy file, as MODEL:STRENGTH (`bdn.noise.parse_noise`),
+        seeded by the image's name and ``config.seed``.
+    crop : int, optional
+        Centre-crop each image to at most this many pixels a side (then to the net's multiple, as always).
+    limit : int, optional
+        Only the first `limit` images, by name.
+    part : (int, int), optional
+        (I, P): part I (1-based) of P contiguous parts of the sorted list (the seed's manual split), sizes
+        differing by at most one; it combines with torchrun (rank r takes every world-th image of it).
+    checkpoint_iter : int, default 100
+        Write the image's checkpoint every that many iterations (0: never), for resuming.
+    device : str, default 'auto'
+        'auto' (cuda, else mps, else cpu; under torchrun cuda:LOCAL_RANK) or a torch device name.
+    progress : bool, default True
+        Progress bars (rank 0 only).
+    echo : callable or None, default print
+        Receives one line per image fitted; None: silent.
+    init : str, optional
+        A learned initialisation (a shipped name or a safetensors file, bdn.dip.init); it fixes the net, the
+        input and the mask ratio of `config` to those it was learned for, and every fit starts from its weights.
+    barrier : callable, optional
+        Under torchrun, a process group's barrier (the command layer starts the group): every rank waits there
+        when its images are done, then rank 0 writes the summary; without one, every rank writes it.
+
+    Returns
+    -------
+    FolderReport
+        rows (summary rows of every finished image of the list), done (fitted or finished in this run), skipped
+        (finished before it), resumed (name -> checkpoint iteration), problems (one line per image that failed),
+        summary (summary.csv, where this process wrote it) and table (the summary as Markdown).
+
+    Raises
+    ------
+    BdnError
+        For bad input as a whole: neither folder given, unpaired images, a bad config, stop, judge option, noise
+        spec, crop, limit, part, checkpoint_iter, device or init, an output folder that cannot be created.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> import bdn
+    >>> from bdn.dip import DipConfig
+    >>> from bdn.dip.run import run_folder
+    >>> _ = bdn.write_image("clean/0001_mean.png", np.random.default_rng(0).random((64, 64, 3)))
+    >>> config = DipConfig(net_type="skip64", num_iter=10, save_iter=5)  # the seed: 'skip', 3000 iterations
+    >>> report = run_folder(None, "clean", "run", config, progress=False, echo=None)  # noise: gaussian:25
+    >>> report.done, report.problems, report.summary.name
+    (['0001'], [], 'summary.csv')
+    >>> sorted(path.name for path in Path("run/0001").iterdir())  # doctest: +NORMALIZE_WHITESPACE
+    ['00005.png', '00010.png', 'choice.json', 'curves.png', 'done.json', 'log.csv', 'result.png']
+    >>> run_folder(None, "clean", "run", config, progress=False, echo=None).skipped  # finished: not fitted again
+    ['0001']
     """
     from bdn.noise import parse_noise
 

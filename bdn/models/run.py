@@ -26,7 +26,7 @@ def _net_for(model: str, channels: int, weights: str | None):
     for wanted in (channels, 4 - channels):
         if COLOURS[wanted] in shipped:
             return load_weights(shipped_weights(model, wanted))[0], wanted
-    raise BdnError(f"no shipped weights for model {model!r}; train them with python -m bdn.train or pass weights=")
+    raise BdnError(f"no shipped weights for model {model!r}; train them with bdn train or pass weights=")
 
 
 def denoise_with_model(

@@ -77,7 +77,7 @@ def shipped_weights(name: str, channels: int) -> Path:
         have = ", ".join(_shipped_keys()) or "none"
         raise BdnError(
             f"no shipped weights for {name} with channels={channels} (shipped: {have}); train them with "
-            "python -m bdn.train or pass weights=FILE"
+            "bdn train or pass weights=FILE"
         )
     return _installed(f"{name}_{colour}", shipped_files("model_"))
 
