@@ -21,10 +21,11 @@ snapshots would not exist) or the snapshots run out; then `choice()`. The run is
 - `none`: the last snapshot.
 Options other than these go to the judge as they are (`window=20`, `sigma=25`, `smooth=0.8`, ...).
 
-Each image's `choice.json` (`{"judge", "iteration", "score", "judge_iteration", "file"}`, as run_BDN writes them)
-and `result.png` (a byte copy of the chosen snapshot) are (re)written atomically in its run folder, unless
-`write=False`. The returned table has per image the judge's iteration, the snapshot chosen, its PSNR, the
-oracle's (highest PSNR) iteration and PSNR, the gap, and where the judge said stop.
+Only with `write=True` (`bdn judge --write`) is each image's `choice.json` (`{"judge", "iteration", "score",
+"judge_iteration", "file"}`, as run_BDN writes them) and `result.png` (a byte copy of the chosen snapshot) replaced,
+atomically, in its run folder: by default the fit's own record stays. The returned table has per image the
+judge's iteration, the snapshot chosen, its PSNR, the oracle's (highest PSNR) iteration and PSNR, the gap, and
+where the judge said stop.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def judge_run(
     *,
     noisy_path: str | Path | None = None,
     clean_path: str | Path | None = None,
-    write: bool = True,
+    write: bool = False,
     progress: bool = False,
     **options: object,
 ) -> pd.DataFrame:

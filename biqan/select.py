@@ -19,10 +19,11 @@ test_BIQAN.py writes under `--output_path`, per image `<id>`:
 - `<id>_Curves.png`: mean score +- std (and the smoothed score) and PSNR against iteration;
 and over the run `Denoised_PSNR.txt` (per image the oracle's and the chosen iteration and PSNR and the loss; then
 the means and the worst loss), `Denoised_PSNR.csv` (the same table) and `scores.csv` (every iterate's scores).
-In each image's run folder it writes `choice.json` (`{"judge": "biqan", "iteration", "score" (the figure it chose
-by: the smoothed mean score, or the mean score without smoothing), "judge_iteration", "file"}`) and `result.png`
-(a byte copy of the chosen snapshot), as run_BDN does for its own judges (bdn/dip/runfolder.py). Every file is written
-atomically; nothing is written before every image has been scored.
+With `--write` (`write=True`) it also replaces, in each image's run folder, `choice.json` (`{"judge": "biqan",
+"iteration", "score" (the figure it chose by: the smoothed mean score, or the mean score without smoothing),
+"judge_iteration", "file"}`) and `result.png` (a byte copy of the chosen snapshot), as run_BDN does for its own
+judges (bdn/dip/runfolder.py); without it the fit's own record stays. Every file is written atomically; nothing
+is written before every image has been scored.
 """
 
 from __future__ import annotations
@@ -549,6 +550,7 @@ def select_run(
     tiles: int = 1,
     header: Sequence[str] = (),
     progress: bool = False,
+    write: bool = False,
 ) -> tuple[pd.DataFrame, dict, Choices]:
     """Score, choose and write every file of the module docstring; returns (gaps table, summary, choices).
 
@@ -564,11 +566,13 @@ def select_run(
     output_path : str or pathlib.Path
         The folder (created) that receives, per image `<id>`, `<id>_BIQAN.png` (the chosen snapshot, a byte copy),
         `<id>_Compare.png` and `<id>_Curves.png`, and `Denoised_PSNR.txt`, `Denoised_PSNR.csv` and `scores.csv`.
-        Each image's run folder also gets `choice.json` (judge 'biqan') and `result.png`.
+        With `write`, each image's run folder also gets `choice.json` (judge 'biqan') and `result.png`.
     model : torch.nn.Module
         The quality network (see `biqan.model.load_biqan`).
     protocol, crop, batch_size, device, transform, tiles, progress
         As in `score_run`.
+    write : bool
+        Replace each image's `choice.json` and `result.png` in the run folder (default False: the fit's own stay).
     start_index : int, default 40
         The seed's: choose after the first `start_index` iterates (among all of them where there are no more).
     smooth : float, optional
@@ -651,7 +655,8 @@ def select_run(
         _compare_figure(image, series, choices, noisy, clean, out / f"{image}_Compare.png", snapshot)
         oracle = None if row.oracle_iteration is pd.NA else int(row.oracle_iteration)
         _curves_figure(image, scores[scores["image"] == image], choices, oracle, out / f"{image}_Curves.png")
-        write_choice(folder, _choice_record(image, choices), chosen)
+        if write:  # the fit's own choice.json stays unless asked
+            write_choice(folder, _choice_record(image, choices), chosen)
     smoothing = "none" if smooth is None else f"{smooth:g}"
     header = [*header, f"start_index {start_index}; smoothing {smoothing}"]
     header += [f"{image}: {note}" for image, note in sorted(choices.notes.items())]

@@ -362,7 +362,10 @@ def test_main_writes_every_file(run, tmp_path, stand_in, monkeypatch, capsys):
     argv = ["--run_path", str(run), "--model_path", str(model_file(tmp_path)), "--output_path", str(out)]
     argv += ["--start_index", "6", "--dataset_real_path", str(noisy), "--dataset_mean_path", str(clean)]
     assert main(argv + ["--no-progress", "--device", "cpu"]) == 0
-    assert stand_in == [model_file(tmp_path)]
+    assert not (run / "a" / "choice.json").exists()  # the run's own records stay unless asked
+    capsys.readouterr()
+    assert main(argv + ["--no-progress", "--device", "cpu", "--write"]) == 0
+    assert stand_in == [model_file(tmp_path)] * 2
     # a: past the first 6, the plateau's first snapshot (220); b: the brightest, the last (300).
     for name, chosen in (("a", 220), ("b", 300)):
         assert (out / f"{name}_BIQAN.png").read_bytes() == (run / name / f"{chosen:05d}.png").read_bytes()
@@ -433,7 +436,7 @@ def test_main_smoothing_changes_the_choice(run, tmp_path, stand_in, no_figures):
     argv = ["--run_path", str(run), "--model_path", str(model_file(tmp_path)), "--start_index", "0", "--no-progress"]
     for flag, chosen in (("false", 120), ("true", 280)):  # a's spike wins without the filter; with it, the plateau
         out = tmp_path / f"out_{flag}"
-        assert main(argv + ["--output_path", str(out), "--is_smooth", flag]) == 0
+        assert main(argv + ["--output_path", str(out), "--is_smooth", flag, "--write"]) == 0
         assert json.loads((run / "a" / "choice.json").read_text())["iteration"] == chosen
         assert ("smoothing 0.8" if flag == "true" else "smoothing none") in (out / "Denoised_PSNR.txt").read_text()
 
@@ -441,7 +444,7 @@ def test_main_smoothing_changes_the_choice(run, tmp_path, stand_in, no_figures):
 def test_main_note_when_start_index_exceeds_the_iterates(run, tmp_path, stand_in, no_figures, capsys):
     out = tmp_path / "out"
     argv = ["--run_path", str(run), "--model_path", str(model_file(tmp_path)), "--output_path", str(out)]
-    assert main(argv + ["--no-progress"]) == 0  # the seed's 40 > 15 iterates
+    assert main(argv + ["--no-progress", "--write"]) == 0  # the seed's 40 > 15 iterates
     assert json.loads((run / "a" / "choice.json").read_text())["iteration"] == 120
     assert "test_BIQAN.py: note: a: only 15 iterates, not more than start_index 40" in capsys.readouterr().err
     assert (
@@ -505,7 +508,7 @@ def test_main_with_the_real_network_and_a_wrong_architecture(tmp_path, no_figure
     model_module.save_biqan(path, model_module.build_biqan())
     out = tmp_path / "out"
     argv = ["--run_path", str(run), "--model_path", str(path), "--output_path", str(out), "--no-progress"]
-    assert main(argv + ["--start_index", "1", "--device", "cpu"]) == 0
+    assert main(argv + ["--start_index", "1", "--device", "cpu", "--write"]) == 0
     record = json.loads((run / "a" / "choice.json").read_text())
     assert record["judge"] == "biqan" and record["iteration"] in (40, 60, 80) and 1 <= record["score"] <= 10
     assert (out / "a_BIQAN.png").is_file() and (out / "Denoised_PSNR.txt").is_file()

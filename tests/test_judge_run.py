@@ -204,7 +204,10 @@ def test_make_judge_knows_biqan(monkeypatch):
 
 
 def test_judge_run_oracle_picks_the_best_snapshot_and_writes_the_choice(run):
+    assert not (run / "a" / "choice.json").exists()
     table = judge_run(run, "oracle")
+    assert not (run / "a" / "choice.json").exists()  # the fit's record stays unless asked
+    table = judge_run(run, "oracle", write=True)
     assert table["image"].tolist() == ["a", "bc"]
     assert table["iteration"].tolist() == [100, 60] and table["judge_iteration"].tolist() == [100, 60]
     assert table["oracle_iteration"].tolist() == [100, 60]
@@ -236,7 +239,7 @@ def test_judge_run_without_recorded_psnr_measures_against_clean_images(tmp_path)
 
 
 def test_judge_run_wmv_replays_the_snapshots_and_stops_where_the_judge_says(run):
-    table = judge_run(run, "wmv", window=3, patience=2)
+    table = judge_run(run, "wmv", window=3, patience=2, write=True)
     assert table["stopped_at"].tolist()[0] == 160 and pd.isna(table["stopped_at"].tolist()[1])  # a stops, bc not
     for row in table.itertuples():
         judge = WMVJudge(window=3, patience=2)
@@ -274,7 +277,7 @@ def test_judge_run_biqan_equals_test_biqans_choice(tmp_path):
             lines.append(f"{iteration},{iteration:05d}.png,0.1,{20 + index},,")
         (run / name / "log.csv").write_text("\n".join(lines) + "\n")
     options = {"model": Brightness(), "transform": identity, "start_index": 6, "smooth": 0.8}
-    table = judge_run(run, "biqan", **options)
+    table = judge_run(run, "biqan", write=True, **options)
     expected = choose(score_run(Brightness(), run, transform=identity), 6, 0.8)
     assert dict(zip(table["image"], table["iteration"], strict=True)) == expected
     assert table["score"].tolist() == pytest.approx([expected.figures["a"], expected.figures["b"]])
@@ -299,6 +302,9 @@ def test_judge_run_bad_input(run, tmp_path):
 
 def test_main_prints_the_table_and_fails_in_one_line(run, capsys):
     assert main(["--run_path", str(run), "--judge", "oracle", "--no-progress"]) == 0
+    assert not (run / "a" / "choice.json").exists()
+    assert main(["--run_path", str(run), "--judge", "oracle", "--no-progress", "--write"]) == 0
+    assert json.loads((run / "a" / "choice.json").read_text())["judge"] == "oracle"
     out = capsys.readouterr().out
     assert "| a " in out and "mean gap 0.000 dB, worst 0.000 dB" in out
     assert (

@@ -35,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a judge option, e.g. window=20, patience=30, sigma=25, smooth=0.8 (repeatable)",
     )
     add("--output", default=None, help="also write the table as CSV here")
-    add("--no-write", dest="write", action="store_false", help="do not write choice.json / result.png")
+    add("--write", action="store_true", help="replace each image's choice.json / result.png with this judge's")
     add("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 

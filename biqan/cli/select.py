@@ -54,6 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--dataset-real-path", default=None, help="noisy images (<id>_real.<ext>) for the comparison figures")
     add("--dataset-mean-path", default=None, help="clean images (<id>_mean.<ext>) for the comparison figures")
     add("--threads", type=whole, default=None, help="torch CPU threads (default: torch's choice)")
+    add("--write", action="store_true", help="also replace choice.json / result.png in the run's image folders")
     add("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -111,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             + (f", {args.tiles}x{args.tiles} crops averaged)" if args.tiles > 1 else ")")
         ],
         progress=args.progress,
+        write=args.write,
     )
     print((Path(args.output_path) / "Denoised_PSNR.txt").read_text(encoding="utf-8"), end="")
     for image, note in sorted(choices.notes.items()):
