@@ -89,7 +89,7 @@ def judge_run(
     **options: object,
 ) -> pd.DataFrame:
     """Replay every image of a run through the judge `judge_name` (see the module docstring); one row per image."""
-    from bdn.dip.judges import make_judge
+    from bdn.dip.judges import NEEDS_NOISY, make_judge
     from bdn.metrics import psnr as measure_psnr
 
     iterates = read_run(run_dir, require_snapshots=True)
@@ -99,19 +99,19 @@ def judge_run(
     names = sorted(by_image)
     noisy_files = {} if noisy_path is None else partner_images(noisy_path, names, NOISY_SUFFIX)
     clean_files = {} if clean_path is None else partner_images(clean_path, names, CLEAN_SUFFIX)
-    if judge_name == "noise":
+    if judge_name in NEEDS_NOISY:
         if noisy_path is None:
-            raise BdnError("judge noise: needs the noisy images the run fitted (noisy_path)")
+            raise BdnError(f"judge {judge_name}: needs the noisy images the run fitted (noisy_path)")
         missing = [name for name in names if name not in noisy_files]
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
             raise BdnError(f"{noisy_path}: no noisy image for {missing[0]}{more}")
     if judge_name != "oracle" or clean_files:  # bad options fail before any image (not the oracle by records)
         probe = dict(options)
-        if judge_name == "noise":
+        if judge_name in NEEDS_NOISY:
             probe.setdefault("sigma", 25.0)
-        if judge_name in ("noise", "oracle"):
-            probe["noisy" if judge_name == "noise" else "clean"] = np.zeros((8, 8), dtype=np.float32)
+        if judge_name in (*NEEDS_NOISY, "oracle"):
+            probe["noisy" if judge_name in NEEDS_NOISY else "clean"] = np.zeros((8, 8), dtype=np.float32)
         make_judge(judge_name, **probe)
 
     from tqdm import tqdm
@@ -132,7 +132,7 @@ def judge_run(
             judged, score, judge = _oracle_from_records(name, iterations, psnrs), None, None
         else:
             extra = {}
-            if judge_name == "noise":
+            if judge_name in NEEDS_NOISY:
                 extra["noisy"] = _aligned(read_image(noisy_files[name])[0], snapshots[-1].path, "noisy", name)
             elif judge_name == "oracle":
                 extra["clean"] = clean

@@ -22,7 +22,7 @@ def _option(text: str) -> tuple[str, object]:
 def configure(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--run-path", required=True, help="run folder (bdn run / run_BDN.py)")
-    add("--judge", required=True, help="oracle | wmv | emv | noise | biqan | none")
+    add("--judge", required=True, help="oracle | wmv | emv | noise | biqan | learned | none")
     add("--noisy-path", default=None, help="noisy images the run fitted (<id>_real.<ext>): the noise judge needs them")
     add("--clean-path", default=None, help="clean images (<id>_mean.<ext>): PSNR measured on the snapshots")
     add("--model-path", default=None, help="biqan: a train_BIQAN checkpoint")

@@ -68,12 +68,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="learned initialisation: a shipped name or a .safetensors file; it sets --net_type, --input_base, "
         "--input_depth and --mask_ratio to what it was learned for",
     )
-    add("--stop", default="none", help="online judge that ends each fit: none | wmv | emv | noise | biqan")
+    add("--stop", default="none", help="online judge that ends each fit: none | wmv | emv | noise | biqan | learned")
     add("--biqan-model", default=None, help="BIQAN checkpoint for --stop biqan (default: the one bdn ships)")
     add("--biqan-patience", type=int, default=None, help="biqan: snapshots without a better score before stopping")
     add("--biqan-start-index", type=int, default=None, help="biqan: snapshots skipped before choosing (default 40)")
     add("--biqan-smooth", type=float, default=None, help="biqan: the seed's score smoothing factor (e.g. 0.8)")
     add("--biqan-tiles", type=int, default=None, help="biqan: score a grid of N x N crops, averaged (default 1)")
+    add("--learned-weights", default=None, help="learned: the judge's weights file (default: the one bdn ships)")
     add("--wmv-window", type=int, default=None, help="WMV window (default 100)")
     add("--wmv-patience", type=int, default=None, help="WMV patience (default 1000)")
     add("--wmv-stride", type=int, default=None, help="WMV: watch only iterations that are multiples of N (default 1)")
@@ -167,6 +168,14 @@ def _judge_options(args: argparse.Namespace) -> dict:
             },
             "emv": {"alpha": args.emv_alpha, "patience": args.emv_patience},
             "noise": {"sigma": args.noise_sigma, "factor": args.noise_factor},
+            # The learned judge looks at the snapshots bdn run keeps, with the BIQAN --biqan-model names.
+            "learned": {
+                "weights": args.learned_weights,
+                "sigma": args.noise_sigma,
+                "every": args.save_iter,
+                "model_path": args.biqan_model,
+                "tiles": args.biqan_tiles,
+            },
         }.get(args.stop, {})
     return {key: value for key, value in given.items() if value is not None}
 

@@ -43,6 +43,7 @@ __all__ = [
     "NoneJudge",
     "OracleJudge",
     "WMVJudge",
+    "NEEDS_NOISY",
     "judge_class",
     "make_judge",
 ]
@@ -807,7 +808,10 @@ JUDGES: dict[str, type | str] = {
     "noise": NoiseJudge,
     "none": NoneJudge,
     "biqan": "biqan.judge:BiqanJudge",
+    "learned": "biqan.combined:CombinedJudge",
 }
+# Judges that compare with the image being fitted: their callers hand it over as noisy=.
+NEEDS_NOISY = ("noise", "learned")
 
 
 def judge_class(name: str) -> type:

@@ -58,7 +58,7 @@ from bdn.devices import pick_device, torchrun_world
 from bdn.dip.config import DipConfig, DipResult, check_config
 from bdn.dip.fit import fit_dip
 from bdn.dip.init import OpenedInit, open_init
-from bdn.dip.judges import Judge, make_judge
+from bdn.dip.judges import NEEDS_NOISY, Judge, make_judge
 from bdn.dip.nets import min_size, net_spec, smallest_side
 from bdn.dip.runfolder import (
     CHECKPOINT_FORMAT,
@@ -82,7 +82,7 @@ from bdn.torch_metrics import psnr_torch, ssim_score
 
 __all__ = ["FolderReport", "Item", "find_items", "run_folder", "select_items"]
 
-STOPS = ("none", "wmv", "emv", "noise", "biqan")
+STOPS = ("none", "wmv", "emv", "noise", "biqan", "learned")
 # Settings that do not change what a fit computes, so a checkpoint made under other values still fits.
 _FREE_SETTINGS = ("num_iter", "show_iter", "channels_last", "cuda_graph")
 
@@ -204,7 +204,7 @@ def _make_judge(stop: str, judge_options: dict, noisy: np.ndarray) -> Judge | No
     """The online judge for one image (None for --stop none); the noise judge compares with the fitted image."""
     if stop == "none":
         return None
-    if stop == "noise":
+    if stop in NEEDS_NOISY:
         return make_judge(stop, noisy=noisy, **judge_options)
     return make_judge(stop, **judge_options)
 
@@ -526,7 +526,7 @@ def run_folder(
     if stop not in STOPS:
         raise BdnError(f"--stop {stop!r}: choose one of {', '.join(STOPS)}")
     if stop != "none":  # bad judge options fail now, not once per image
-        probe = {"noisy": np.full((16, 16), 0.5, np.float32), "sigma": 1.0} if stop == "noise" else {}
+        probe = {"noisy": np.full((16, 16), 0.5, np.float32), "sigma": 1.0} if stop in NEEDS_NOISY else {}
         make_judge(stop, **{**probe, **judge_options})
     noise_model = parse_noise(noise)
     for name, value, least in (("--crop", crop, 1), ("--limit", limit, 1), ("--checkpoint_iter", checkpoint_iter, 0)):

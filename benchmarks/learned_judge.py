@@ -1,0 +1,159 @@
+"""Fit the learned judge (biqan/combined.py) on PolyU-train's snapshots and measure it on every other dataset.
+
+    python benchmarks/learned_judge.py --stats benchmarks/records/judges_h100_snapshots.csv.gz \
+        --tune PolyU-train --out results/learned_judge --weights checkpoints/judge_learned.json
+
+Reads benchmarks/snapshot_features.py's table (one row per DIP snapshot: recorded PSNR, the noise judge's residual
+and noise estimate, WMV's windowed variances, BIQAN's scores), computes each snapshot's features with
+`biqan.combined.feature_table` (the judge's own definition, so offline and online agree), fits the linear model by
+ridge regression on the `--tune` dataset only (target: minus the gap to the image's best snapshot, clipped at 3 dB),
+and replays the judge on every dataset: per image the snapshot with the highest prediction (no stop, as the
+shipped judge runs). Also fitted and measured the same way: the model without BIQAN's two features, to show what
+BIQAN adds. Writes <out>/summary.csv, <out>/summary.md (with the weights and the command) and, with `--weights`,
+the judge's weights file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bdn.cli.options import OneLineParser
+from bdn.errors import BdnError
+from biqan.combined import FEATURES, WMV_WINDOW, feature_table
+
+PROG = "benchmarks/learned_judge.py"
+GAP_CLIP = 3.0  # dB: a collapsed snapshot is as bad as any other bad one for choosing
+
+
+def features(stats: pd.DataFrame) -> pd.DataFrame:
+    """The stats table with FEATURES and `gap` added, per (dataset, image) in iteration order."""
+    parts = []
+    for _, group in stats.groupby(["dataset", "image"], sort=True):
+        group = group.sort_values("iteration").copy()
+        table = feature_table(
+            group["mse_noisy"].to_numpy(),
+            float(group["sigma"].iloc[0]),
+            group[f"var{WMV_WINDOW}"].to_numpy(),
+            group["biqan_mean"].to_numpy() if "biqan_mean" in group else np.full(len(group), np.nan),
+        )
+        group[list(FEATURES)] = table
+        group["gap"] = group["psnr"].max() - group["psnr"]
+        parts.append(group)
+    return pd.concat(parts, ignore_index=True)
+
+
+def fit(rows: pd.DataFrame, used: Sequence[str], ridge: float) -> tuple[np.ndarray, float]:
+    """Ridge regression of -min(gap, GAP_CLIP) on the `used` features (the others weigh 0); (weights, bias)."""
+    x = np.c_[rows[list(used)].to_numpy(), np.ones(len(rows))]
+    y = -np.minimum(rows["gap"].to_numpy(), GAP_CLIP)
+    penalty = ridge * np.eye(x.shape[1])
+    penalty[-1, -1] = 0.0  # the bias is not shrunk
+    solution = np.linalg.solve(x.T @ x + penalty, x.T @ y)
+    weights = dict(zip(used, solution[:-1], strict=True))
+    return np.array([weights.get(name, 0.0) for name in FEATURES]), float(solution[-1])
+
+
+def replay(rows: pd.DataFrame, weights: np.ndarray, bias: float) -> pd.DataFrame:
+    """Per (dataset, image): the chosen snapshot (highest prediction, the first of equal ones) and its gap."""
+    out = []
+    for (dataset, image), group in rows.groupby(["dataset", "image"], sort=True):
+        prediction = group[list(FEATURES)].to_numpy() @ weights + bias
+        chosen = int(np.argmax(prediction))
+        out.append(
+            {
+                "dataset": dataset,
+                "image": image,
+                "iteration": int(group["iteration"].iloc[chosen]),
+                "psnr": float(group["psnr"].iloc[chosen]),
+                "oracle_psnr": float(group["psnr"].max()),
+                "gap": float(group["gap"].iloc[chosen]),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def summarise(chosen: pd.DataFrame, judge: str) -> pd.DataFrame:
+    rows = []
+    for dataset, group in chosen.groupby("dataset", sort=True):
+        worst = group.loc[group["gap"].idxmax()]
+        rows.append(
+            {
+                "judge": judge,
+                "dataset": dataset,
+                "images": len(group),
+                "mean_gap": group["gap"].mean(),
+                "worst_gap": worst["gap"],
+                "worst_image": worst["image"],
+                "chosen_psnr": group["psnr"].mean(),
+                "oracle_psnr": group["oracle_psnr"].mean(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=PROG, description="Fit the learned judge on one dataset, measure it on the rest.")
+    parser.add_argument("--stats", required=True, help="benchmarks/snapshot_features.py's table (csv or csv.gz)")
+    parser.add_argument("--tune", default="PolyU-train", help="the dataset the model is fitted on (PolyU-train)")
+    parser.add_argument("--ridge", type=float, default=1.0, help="ridge penalty (default 1)")
+    parser.add_argument("--out", default="results/learned_judge", help="folder for summary.csv / summary.md")
+    parser.add_argument("--weights", default=None, help="also write the judge's weights file here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        stats = pd.read_csv(args.stats)
+        missing = {"dataset", "image", "iteration", "psnr", "mse_noisy", "sigma", f"var{WMV_WINDOW}"} - set(stats)
+        if missing:
+            raise BdnError(f"{args.stats}: no column {', '.join(sorted(missing))} (expected snapshot_features.py's)")
+        rows = features(stats)
+        tune = rows[rows["dataset"] == args.tune]
+        if tune.empty:
+            raise BdnError(f"--tune {args.tune}: no such dataset in {args.stats} ({', '.join(rows.dataset.unique())})")
+        variants = {"learned": FEATURES, "learned without BIQAN": ("rho", "slope", "wmv")}
+        fitted = {name: fit(tune, used, args.ridge) for name, used in variants.items()}
+        summary = pd.concat([summarise(replay(rows, *fitted[name]), name) for name in variants], ignore_index=True)
+    except BdnError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from bdn.io import atomic_write_text
+    from bdn.report import markdown_table
+
+    weights, bias = fitted["learned"]
+    record = {
+        "features": list(FEATURES),
+        "weights": [round(float(w), 6) for w in weights],
+        "bias": round(bias, 6),
+        "trained_on": f"{args.tune} rows of {Path(args.stats).name} (ridge {args.ridge:g}, gaps clipped at "
+        f"{GAP_CLIP:g} dB)",
+        "made": datetime.date.today().isoformat(),
+    }
+    if args.weights:
+        atomic_write_text(Path(args.weights), json.dumps(record, indent=1) + "\n")
+    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+    command = " ".join(shlex.quote(a) for a in ["python", PROG, *(sys.argv[1:] if argv is None else argv)])
+    weights_line = ", ".join(f"{name} {w:+.3f}" for name, w in zip(FEATURES, weights, strict=True))
+    text = (
+        f"{markdown_table(summary, floatfmt='.3f')}\n\nweights (learned): {weights_line}, bias {bias:+.3f}\n\n"
+        f"Command: `{command}` ({record['made']})\n"
+    )
+    atomic_write_text(out / "summary.md", text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
