@@ -61,6 +61,7 @@ from biqan.model import (
     emd_loss,
     load_backbone,
     prepare,
+    prepare_tiles,
     save_biqan,
 )
 
@@ -92,6 +93,7 @@ class TrainOptions:
     device: str = "auto"
     backbone: str | None = None
     workers: int = 2
+    tiles: int = 1  # crops a side per iterate and epoch: tiles x tiles samples of each iterate
 
 
 # --- data ----------------------------------------------------------------------------------------------
@@ -149,22 +151,35 @@ def check_images(paths: Sequence[Path], protocol: str, crop: int) -> None:
 
 
 class IterateSet(torch.utils.data.Dataset):
-    """(input [3, c, c], target [10]) per score row; a training sample's crop and flips come from (seed, epoch, i)."""
+    """(input [3, c, c], target [10]) per crop: `tiles` x `tiles` crops of every score row's iterate, each with the
+    row's label. Training crops are random (position and flips from (seed, epoch, i)), so a large iterate gives that
+    many different views an epoch; validation crops are the fixed grid that scoring averages over
+    (`biqan.model.prepare_tiles`)."""
 
-    def __init__(self, rows: Sequence[tuple[Path, np.ndarray]], protocol: str, crop: int, seed: int, train: bool):
+    def __init__(
+        self, rows: Sequence[tuple[Path, np.ndarray]], protocol: str, crop: int, seed: int, train: bool, tiles: int = 1
+    ):
         self.rows, self.protocol, self.crop, self.seed, self.train = list(rows), protocol, crop, seed, train
+        self.crops = tiles * tiles
+        self.tiles = tiles
         self.epoch = 0  # set before each epoch; workers get a copy when the loader's iterator starts
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.rows) * self.crops
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         from bdn.io import read_image
 
-        path, target = self.rows[index]
+        path, target = self.rows[index // self.crops]
         image, _ = read_image(path)
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
-        return prepare(image, self.protocol, self.crop, rng), torch.from_numpy(np.asarray(target, dtype=np.float32))
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            x = prepare(image, self.protocol, self.crop, rng)
+        elif self.crops == 1:
+            x = prepare(image, self.protocol, self.crop)
+        else:
+            x = prepare_tiles(image, self.protocol, self.crop, self.tiles)[index % self.crops]
+        return x, torch.from_numpy(np.asarray(target, dtype=np.float32))
 
 
 # --- processes and devices -----------------------------------------------------------------------------
@@ -301,7 +316,7 @@ def check_options(options: TrainOptions) -> None:
         raise BdnError(f"--protocol {options.protocol!r}: choose native or resize")
     if options.crop < 32:
         raise BdnError(f"--crop {options.crop}: must be at least 32 pixels")
-    for name in ("batch_size", "epochs", "threads"):
+    for name in ("batch_size", "epochs", "threads", "tiles"):
         if getattr(options, name) < 1:
             raise BdnError(f"--{name} {getattr(options, name)}: must be at least 1")
     if options.head_epochs < 0 or options.workers < 0:
@@ -420,9 +435,10 @@ def _fit(options: TrainOptions, plan: _Plan, rank: int, world: int, device: torc
             print(f"{directory}: already {why} after {epoch} epochs (best validation EMD {best:.4f})")
         return history[-1]
 
-    train_set = IterateSet([rows[k] for k in train_idx], options.protocol, options.crop, options.seed, train=True)
+    crops = dict(protocol=options.protocol, crop=options.crop, seed=options.seed, tiles=options.tiles)
+    train_set = IterateSet([rows[k] for k in train_idx], train=True, **crops)
     val_rows = [rows[k] for k in val_idx][rank::world]
-    val_set = IterateSet(val_rows, options.protocol, options.crop, options.seed, train=False)
+    val_set = IterateSet(val_rows, train=False, **crops)
     sampler = torch.utils.data.DistributedSampler(
         train_set, num_replicas=world, rank=rank, shuffle=True, seed=options.seed, drop_last=True
     )
@@ -435,7 +451,8 @@ def _fit(options: TrainOptions, plan: _Plan, rank: int, world: int, device: torc
     held = sorted({source_image(rows[k][0]) for k in val_idx})
     print(
         f"{PROG}: rank {rank} of {world} on {device}: {share} of {len(train_idx)} training iterates per epoch "
-        f"(batch {batch_size}), {len(val_rows)} of {len(val_idx)} validation iterates; {len(images) - len(held)} "
+        f"(batch {batch_size}{f', {options.tiles}x{options.tiles} crops of each' if options.tiles > 1 else ''}), "
+        f"{len(val_rows)} of {len(val_idx)} validation iterates; {len(images) - len(held)} "
         f"training and {len(held)} validation images",
         file=sys.stderr,
         flush=True,

@@ -24,7 +24,7 @@ from torchvision.models import mobilenet_v3_small
 import biqan.train as train_module
 from bdn.cli import run_script
 from bdn.errors import BdnError
-from bdn.io import write_image
+from bdn.io import read_image, write_image
 from bdn.tensorfile import read_tensors, save_tensors
 from biqan.labels import read_scores, score_distribution, write_scores
 from biqan.model import load_biqan
@@ -216,3 +216,19 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, scores, change, mess
     assert err[-1].startswith("train_BIQAN.py: error: ") and message in err[-1], err
     assert all(line.startswith("train_BIQAN.py: rank 0 of 1") for line in err[:-1])  # no traceback
     assert not out.exists()
+
+
+def test_tiles_give_each_iterate_several_crops(scores, tmp_path, capsys):
+    from biqan.model import prepare_tiles
+    from biqan.train import IterateSet
+
+    rows = read_scores(scores)[:2]
+    train = IterateSet(rows, "native", 32, seed=0, train=True, tiles=2)
+    assert len(train) == 8 and train[0][0].shape == (3, 32, 32)
+    assert torch.equal(train[0][1], train[3][1]) and not torch.equal(train[0][0], train[1][0])  # one label, 4 views
+    val = IterateSet(rows, "native", 32, seed=0, train=False, tiles=2)
+    grid = prepare_tiles(read_image(rows[0][0])[0], "native", 32, 2)
+    assert all(torch.equal(val[k][0], grid[k]) for k in range(4))  # the grid scoring averages over
+    assert main(_args(scores, tmp_path / "tiled", "--tiles", "2", "--epochs", "1")) == 0
+    assert "2x2 crops of each" in capsys.readouterr().err
+    assert main(_args(scores, tmp_path / "bad", "--tiles", "0")) == 1

@@ -70,6 +70,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="pretrained MobileNet weights (torchvision names, safetensors): two-stage training",
     )
     add("--workers", type=int, default=defaults.workers, help="DataLoader worker processes (default 2)")
+    add(
+        "--tiles",
+        type=whole,
+        default=defaults.tiles,
+        help="N: each iterate gives N x N random crops an epoch (validation: the N x N grid scoring uses); default 1",
+    )
     add("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -95,6 +101,7 @@ def options_from_args(args: argparse.Namespace):
         device=device,
         backbone=args.backbone,
         workers=args.workers,
+        tiles=args.tiles,
     )
 
 
