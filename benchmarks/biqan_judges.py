@@ -17,7 +17,10 @@ written), and set against the oracle (the snapshot with the highest recorded PSN
 - `wmv`: ES-WMV (`--wmv-window`, `--wmv-patience`);
 - `noise`: the noise-level rule (`--noise-factor`; sigma estimated from each noisy image), which needs the noisy
   images the run fitted (`--noisy NAME=FOLDER`; without it the dataset's noise rows are skipped with a note);
+- `learned`: the learned judge (biqan/combined.py: the noise rule's, WMV's and BIQAN's figures in one linear model;
+  `--learned-weights`, default the shipped ones), with the same BIQAN and the noisy images;
 - `oracle`: the best snapshot (gap 0 by definition: a check that every judge sees the same snapshots).
+With a BIQAN, the notes also give its rank correlation (Spearman) with PSNR over each image's snapshots.
 Without `--biqan` the biqan and seed recipe rows are skipped with a note. With `--classical` (or `--classical nlm`),
 non-local means and BM3D (blind: sigma estimated; bm3d takes seconds an image) denoise the same noisy images, cut
 to the window the run fitted, for context (`--noisy` and `--clean` for that dataset; else a note).
@@ -170,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=biqan["smooth"],
         help="biqan: score smoothing factor, or none (bdn default %(default)s)",
     )
+    add("--learned-weights", default=None, help="the learned judge's weights (default: the shipped ones)")
     add("--device", default="auto", help="BIQAN's device: auto | cpu | cuda | cuda:N")
     add("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     add("--out", type=Path, default=Path("results/biqan_judges"))
@@ -234,6 +238,10 @@ def judge_specs(args: argparse.Namespace, model: object | None, metadata: dict) 
     specs.append(
         Spec("noise", "noise", {"factor": args.noise_factor}, f"factor {args.noise_factor:g}, sigma estimated")
     )
+    if model is not None:
+        learned = {"model": model, "weights": args.learned_weights, "every": 1, "tiles": args.biqan_tiles}
+        shown = args.learned_weights or "checkpoints/judge_learned.json"
+        specs.append(Spec("learned", "learned", learned, f"weights {shown}, sigma estimated"))
     specs.append(Spec("oracle", "oracle", {}, "best recorded PSNR"))
     return specs
 
@@ -244,7 +252,7 @@ def check_specs(specs: Sequence[Spec]) -> None:
 
     dummy = np.zeros((8, 8), dtype=np.float32)
     for spec in specs:
-        extra = {"noisy": dummy, "sigma": 25.0} if spec.judge == "noise" else {}
+        extra = {"noisy": dummy, "sigma": 25.0} if spec.judge in ("noise", "learned") else {}
         extra = {"clean": dummy} if spec.judge == "oracle" else extra
         make_judge(spec.judge, **spec.options, **extra)
 
@@ -401,6 +409,27 @@ def summary_markdown(summary: pd.DataFrame, command: str, date: str, notes: Sequ
     return "\n".join(lines) + "\n"
 
 
+def spearman_note(dataset: str, run: Path, model: torch.nn.Module, metadata: dict, tiles: int) -> str:
+    """BIQAN's rank correlation (Spearman) with PSNR over each image's snapshots: mean, median and worst image."""
+    from biqan.select import default_transform, score_run
+
+    protocol, crop = str(metadata.get("protocol", "native")), int(metadata.get("crop", 224))
+    scores = score_run(model, run, transform=default_transform(protocol, crop, tiles))
+    if scores["psnr"].isna().all():
+        return f"BIQAN's score vs PSNR on {dataset}: no PSNR recorded"
+    import warnings
+
+    with warnings.catch_warnings():  # a constant column has no rank correlation: NaN, said below
+        warnings.simplefilter("ignore")
+        per_image = scores.groupby("image").apply(lambda g: g["mean"].corr(g["psnr"], method="spearman")).dropna()
+    if per_image.empty:
+        return f"BIQAN's score vs PSNR on {dataset}: undefined (scores or PSNRs constant within every image)"
+    return (
+        f"BIQAN's score vs PSNR on {dataset} (Spearman over each image's snapshots): mean {per_image.mean():.3f}, "
+        f"median {per_image.median():.3f}, worst {per_image.min():.3f} ({per_image.idxmin()})"
+    )
+
+
 def _protocol_note(dataset: str, run: Path, table: pd.DataFrame) -> str:
     counts = table["snapshots"]
     span = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}..{counts.max()}"
@@ -461,8 +490,8 @@ def measure(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, list[
     for dataset in datasets:
         run = runs[dataset]
         for spec in specs:
-            if spec.judge == "noise" and dataset not in noisy:
-                notes.append(f"noise on {dataset}: skipped (no --noisy {dataset}=FOLDER)")
+            if spec.judge in ("noise", "learned") and dataset not in noisy:
+                notes.append(f"{spec.key} on {dataset}: skipped (no --noisy {dataset}=FOLDER)")
                 continue
             table = replay(dataset, run, spec, noisy.get(dataset), args.progress)
             tables.append(table)
@@ -479,6 +508,8 @@ def measure(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, list[
             notes += _degenerate(dataset, spec, table)
     if isinstance(model, Memo):
         notes.append(f"BIQAN scored {len(model.seen)} distinct snapshots ({model.hits} repeats answered from memory)")
+        for dataset in datasets:
+            notes.append(spearman_note(dataset, runs[dataset], model, metadata, args.biqan_tiles))
     per_image = pd.concat([t for t in tables if not t.empty], ignore_index=True)
     for column in ("judge_iteration", "iteration", "oracle_iteration", "stopped_at", "snapshots"):
         per_image[column] = per_image[column].astype("Int64")  # classical rows have none: blank, not 40.0
