@@ -8,7 +8,6 @@ data_range=1.0 and its default options. Colour PSNR pools all channels; colour S
 from __future__ import annotations
 
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from bdn.errors import BdnError
 
@@ -43,13 +42,19 @@ def _pair(clean: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return to_float01(c), np.clip(to_float01(o), 0.0, 1.0)
 
 
+# scikit-image is imported inside the two functions below, not at the top: skimage.metrics loads scipy.stats (about
+# 1 s), which `import bdn` should not pay (tests/test_light.py checks).
 def _psnr(c: np.ndarray, o: np.ndarray) -> float:
+    from skimage.metrics import peak_signal_noise_ratio
+
     # Identical images have zero error: skimage returns inf (with a divide warning, which we silence).
     with np.errstate(divide="ignore"):
         return float(peak_signal_noise_ratio(c, o, data_range=1.0))
 
 
 def _ssim(c: np.ndarray, o: np.ndarray) -> float:
+    from skimage.metrics import structural_similarity
+
     if min(c.shape[:2]) < 7:
         # skimage's default 7x7 window needs at least 7 pixels each way.
         raise BdnError(f"metrics: SSIM needs images of at least 7x7 pixels, got shape {c.shape}")

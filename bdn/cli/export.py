@@ -7,10 +7,12 @@ from pathlib import Path
 
 from bdn.errors import BdnError
 
+# bdn.export's WEIGHTS and DEFAULT_OPSET, here so that --help imports no torch (tests/test_light.py checks).
+WEIGHTS = ("best", "last")
+DEFAULT_OPSET = 18
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from bdn.export import DEFAULT_OPSET, WEIGHTS
-
     add = parser.add_argument
     add("--checkpoint-directory", required=True, help="the folder bdn train wrote")
     add("--pipeline-config", required=True, help="the JSON config the model was trained with")

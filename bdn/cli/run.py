@@ -18,9 +18,7 @@ INTERRUPTED = "interrupted; run the same command again to resume"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from bdn.dip.config import DipConfig
-    from bdn.dip.nets import NET_TYPES
-    from bdn.dip.precision import PRECISIONS
+    from bdn.dip.config import NET_TYPE_NAMES, PRECISIONS, DipConfig  # no torch: --help stays quick
 
     defaults = DipConfig()
     add = parser.add_argument
@@ -33,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--checkpoint-iter", type=int, default=100, help="checkpoint interval for resuming; 0: none")
     add("--lr", type=float, default=defaults.lr)
     add("--input-depth", type=int, default=defaults.input_depth)
-    add("--net-type", default="skip", help=f"generator: {', '.join(NET_TYPES)}")
+    add("--net-type", default="skip", help=f"generator: {', '.join(NET_TYPE_NAMES)}")
     add("--input-base", default=defaults.input_base, help="noise | image | smoothed")
     add("--input-std", type=float, default=defaults.input_std, help="input perturbation std (1/255 units)")
     add("--input-perturbation", default=defaults.input_perturbation, help="fixed | random | none")

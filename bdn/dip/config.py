@@ -8,14 +8,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bdn.dip.nets import NetSpec, net_spec
-from bdn.dip.precision import PRECISIONS
 from bdn.errors import BdnError
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["INPUT_BASES", "PERTURBATIONS", "DipConfig", "DipResult", "check_config"]
+    from bdn.dip.nets import NetSpec
+
+# Read without torch (bdn run --help builds its options from these; tests/test_light.py checks they match
+# bdn.dip.nets.NET_TYPES and bdn.dip.precision.PRECISIONS, whose modules import torch).
+NET_TYPE_NAMES = ("skip", "skip64", "skip_light")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+__all__ = ["INPUT_BASES", "NET_TYPE_NAMES", "PERTURBATIONS", "PRECISIONS", "DipConfig", "DipResult", "check_config"]
 
 INPUT_BASES = ("noise", "image", "smoothed")
 PERTURBATIONS = ("fixed", "random", "none")
@@ -85,6 +90,8 @@ class DipResult:
 
 def check_config(config: DipConfig) -> None:
     """BdnError naming the first setting that cannot work."""
+    from bdn.dip.nets import net_spec
+
     net_spec(config.net_type)
 
     def positive_int(name: str) -> None:

@@ -16,10 +16,12 @@ from pathlib import Path
 from bdn.cli.options import boolean, natural, set_threads, whole
 from bdn.errors import BdnError
 
+# biqan.select's START_INDEX and SEED_SMOOTH, here so that --help imports no torch (tests/test_light.py checks).
+START_INDEX = 40
+SEED_SMOOTH = 0.8
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from biqan.select import SEED_SMOOTH, START_INDEX
-
     add = parser.add_argument
     add(
         "--run-path",

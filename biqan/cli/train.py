@@ -13,11 +13,33 @@ from bdn.cli.options import whole
 INTERRUPTED = "interrupted: run the same command again to resume after the last finished epoch"
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    from biqan.model import ARCHES
-    from biqan.train import PROTOCOLS, TrainOptions
+# biqan.model's ARCHES and PROTOCOLS and biqan.train.TrainOptions' defaults, here so that --help imports no torch
+# (tests/test_light.py checks they agree).
+ARCHES = ("mobilenet_v3_small", "mobilenet_v2", "mobilenet_v3_large")
+PROTOCOLS = ("native", "resize")
+DEFAULTS = {
+    "arch": "mobilenet_v3_small",
+    "dropout": 0.75,
+    "protocol": "native",
+    "crop": 224,
+    "batch_size": 32,
+    "epochs": 40,
+    "head_epochs": 5,
+    "lr": 1e-3,
+    "val_fraction": 0.1,
+    "seed": 0,
+    "threads": 2,
+    "device": "auto",
+    "backbone": None,
+    "workers": 2,
+    "tiles": 1,
+}
 
-    defaults = TrainOptions(score_paths=(), output_path="")
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from types import SimpleNamespace
+
+    defaults = SimpleNamespace(**DEFAULTS)
     add = parser.add_argument
     add(
         "--score-path",
