@@ -227,13 +227,13 @@ def test_dip_run_errors_become_one_line():
 
 
 def test_bdn_app_starts_streamlit_on_localhost(monkeypatch, capsys):
-    import subprocess
     import sys
 
     from bdn import cli
+    from bdn.cli import app
 
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
+    monkeypatch.setattr(app, "serve", lambda command: calls.append(command) or 0)
     assert cli.main(["app", "--port", "8765"]) == 0
     command = calls[0]
     assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
