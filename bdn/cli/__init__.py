@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "select": ("biqan.cli.select", "pick each image's best DIP iterate with BIQAN (test_BIQAN.py)"),
     "train": ("bdn.cli.train", "train a feed-forward denoiser from a pipeline config"),
     "export": ("bdn.cli.export", "export a trained model to ONNX and TorchScript, checked against PyTorch"),
+    "verify": ("bdn.cli.verify", "re-run a run record (bdn denoise's <output>.json) and say if the bytes match"),
 }
 
 

@@ -15,7 +15,9 @@ names, fails before any image; an image whose colour channels it was not learned
 
 The files it writes per image (snapshots, log.csv, the seed's `<id>.txt`, choice.json + result.png, curves.png,
 done.json, checkpoint.pt) and over the folder (summary.csv / summary.md) are specified in bdn/dip/runfolder.py,
-which writes and reads them.
+which writes and reads them. `run.json` is the run's record (bdn.record: versions, device, threads, seed, every
+option, weights' SHA-256), written when an invocation's first image is done; each done.json adds the seed, the
+thread count and its input files' SHA-256.
 
 Resume: running the same command again skips images whose done.json exists. An unfinished image continues from
 its checkpoint: `torch.save` of plain tensors and numbers (`fit_dip`'s `frame.state()`: weights, Adam moments,
@@ -76,6 +78,7 @@ from bdn.dip.runfolder import (
 from bdn.dip.writer import OrderedWriter
 from bdn.errors import BdnError
 from bdn.io import atomic_write_text, read_image, write_image
+from bdn.record import file_sha256
 from bdn.tensorfile import write_checkpoint
 from bdn.tensors import to_8bit, to_chw, to_image
 from bdn.torch_metrics import psnr_torch, ssim_score
@@ -400,6 +403,11 @@ def _run_image(
         "shape": list(noisy.shape),
         "device": str(device),
         "rank": rank,
+        "seed": config.seed,
+        "torch_threads": torch.get_num_threads(),
+        "input_sha256": {
+            kind: file_sha256(path) for kind, path in (("noisy", item.noisy), ("clean", item.clean)) if path
+        },
     }
     write_done(folder, record)
     checkpoint_path.unlink(missing_ok=True)
@@ -413,6 +421,42 @@ def _problem(item: Item, error: BaseException) -> str:
     text = " ".join(str(error).split())
     named = [str(p) for p in (item.noisy, item.clean) if p is not None]
     return text if any(text.startswith(p) for p in named) else f"{item.name}: {text}"
+
+
+def _write_run_record(
+    out: Path,
+    config: DipConfig,
+    stop: str,
+    judge_options: dict,
+    noise: str,
+    crop,
+    limit,
+    part,
+    checkpoint_iter: int,
+    device,
+    init: str | None,
+) -> None:
+    """run.json: the run's record (bdn.record), rewritten by each invocation that finishes an image."""
+    from bdn.record import make_record, write_record
+
+    weights = []
+    if init is not None:
+        from bdn.dip.init import find_init
+
+        weights.append(find_init(init))
+    weights += [Path(str(v)) for k, v in judge_options.items() if k in ("model_path", "weights") and v is not None]
+    options = {
+        "config": {f.name: getattr(config, f.name) for f in fields(config)},
+        "stop": stop,
+        "judge_options": judge_options,
+        "noise": noise,
+        "crop": crop,
+        "limit": limit,
+        "part": part,
+        "checkpoint_iter": checkpoint_iter,
+        "init": init,
+    }
+    write_record(out / "run.json", make_record("run", options, weights=weights, seed=config.seed, device=str(device)))
 
 
 def run_folder(
@@ -588,6 +632,10 @@ def run_folder(
         except torch.cuda.OutOfMemoryError:
             report.problems.append(f"{item.name}: out of memory on {dev} (try --crop or a lighter --net_type)")
         else:
+            if rank == 0 and not report.done:  # the run's record, once an image is done (bdn.record)
+                _write_run_record(
+                    out, config, stop, judge_options, noise, crop, limit, part, checkpoint_iter, dev, init
+                )
             report.done.append(item.name)
             if resumed:
                 report.resumed[item.name] = resumed
