@@ -255,6 +255,19 @@ def export(
         "bdn_version": getattr(bdn, "__version__", "unknown"),
         "torch_version": torch.__version__,
     }
+    from bdn.record import make_record
+
+    # The run record (bdn.record): versions, git commit, threads, every option, the weights' and config's SHA-256.
+    options = {
+        "checkpoint_directory": str(checkpoint_directory),
+        "pipeline_config": str(pipeline_config),
+        "output_directory": str(output_directory),
+        "to_onnx": to_onnx,
+        "to_torchscript": to_torchscript,
+        "weights": weights,
+        "opset": opset,
+    }
+    info["record"] = make_record("export", options, inputs=[pipeline_config], weights=[weights_path])
     out = Path(output_directory)
     try:
         with _staging(out) as staging:
@@ -262,6 +275,11 @@ def export(
                 info["onnx"] = _write_onnx(model, channels, staging, opset, info)
             if to_torchscript:
                 info.update(_write_torchscript(model, channels, staging, info))
+            from bdn.record import file_sha256
+
+            info["record"]["outputs"] = [
+                {"path": str(out / p.name), "sha256": file_sha256(p)} for p in sorted(staging.iterdir()) if p.is_file()
+            ]
             (staging / "export.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
             _publish(staging, out)
     except OSError as error:

@@ -387,6 +387,25 @@ def _plot(path: Path, rows: list[dict]) -> None:
     save_figure(figure, path)
 
 
+def _write_record(directory: Path, config: dict, device: torch.device, epoch: int) -> None:
+    """record.json beside the weights (bdn.record): versions, device, threads, seed, the whole pipeline config,
+    the weights' SHA-256 (the training images are named by the config, not hashed)."""
+    from bdn.record import make_record, write_record
+
+    start = config["train"].get("load_weights")
+    outputs = [path for name in ("best", "last") if (path := directory / f"{name}.safetensors").is_file()]
+    record = make_record(
+        "train",
+        config,
+        weights=[start] if start else [],
+        outputs=outputs,
+        seed=config["train"]["seed"],
+        device=str(device),
+        epoch=epoch,
+    )
+    write_record(directory / "record.json", record)
+
+
 def train(model_directory: str | Path, config: dict, progress: bool = True) -> dict:
     """Train (or resume) the config's model into `model_directory`; returns the last log row."""
     from tqdm import tqdm
@@ -473,6 +492,7 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
             best = score
             save_weights(directory / "best.safetensors", net, name, channels, **info)
         write_training_log(directory, rows, _plot)
+        _write_record(directory, config, device, epoch)
         state = {
             "format": CHECKPOINT_FORMAT,
             "config": json.dumps(config, sort_keys=True),

@@ -386,6 +386,27 @@ def _plan(options: TrainOptions, world: int) -> _Plan:
     return _Plan(rows, train_idx, val_idx, batch_size, settings, state)
 
 
+def _write_record(directory: Path, options: TrainOptions, device: torch.device, epoch: int) -> None:
+    """record.json beside the weights (bdn.record): versions, device, threads, seed, options, files' SHA-256."""
+    from dataclasses import asdict
+
+    from bdn.record import make_record, write_record
+
+    weights = [options.backbone] if options.backbone and Path(options.backbone).is_file() else []
+    outputs = [path for name in ("best", "last") if (path := directory / f"{name}.safetensors").is_file()]
+    record = make_record(
+        "train-biqan",
+        asdict(options),
+        inputs=options.score_paths,
+        weights=weights,
+        outputs=outputs,
+        seed=options.seed,
+        device=str(device),
+        epoch=epoch,
+    )
+    write_record(directory / "record.json", record)
+
+
 def train(options: TrainOptions, progress: bool = True) -> dict:
     """Train (or resume) BIQAN into `options.output_path`; returns the last log row. BdnError for bad input."""
     rank, world, local = torchrun_world()
@@ -504,6 +525,7 @@ def _fit(options: TrainOptions, plan: _Plan, rank: int, world: int, device: torc
             if improved:
                 save_biqan(directory / "best.safetensors", model, **common, **meta)
             write_training_log(directory, history, _plot)
+            _write_record(directory, options, device, epoch)
             atomic_write_text(directory / "split.json", json.dumps(split, indent=1) + "\n")
             write_checkpoint(
                 checkpoint,

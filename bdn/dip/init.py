@@ -402,8 +402,21 @@ def learn_init(
             _save_progress(state_path, net, optimizer, rng, step, settings)
     bar.close()
     save_init(out, net.state_dict(), _metadata(config, channels, step, folder.name))
+    _write_record(folder, out, config, channels, dev)
     state_path.unlink(missing_ok=True)
     return out
+
+
+def _write_record(folder: Path, out: Path, config: InitConfig, channels: int, device: torch.device) -> None:
+    """`<out>.json` beside the initialisation (bdn.record): versions, device, threads, seed, options, the
+    SHA-256 of every image it learned from and of the file written."""
+    from bdn.io import list_images
+    from bdn.record import make_record, write_record
+
+    options = {"folder": str(folder), "out": str(out), "channels": channels, **dataclasses.asdict(config)}
+    inputs = list_images([folder])[0]
+    record = make_record("dip-init", options, inputs=inputs, outputs=[out], seed=config.seed, device=str(device))
+    write_record(out.with_name(out.name + ".json"), record)
 
 
 def _settings(config: InitConfig, channels: int) -> str:
