@@ -22,6 +22,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import re
 import tempfile
 import threading
 import warnings
@@ -125,9 +126,12 @@ def default_max_pixels() -> int:
     if not value:
         return DEFAULT_MAX_PIXELS
     try:
-        return int(value)
+        limit = int(value)
     except ValueError:
-        raise BdnError(f"BDN_MAX_PIXELS: expected a whole number of pixels, got {value!r}") from None
+        limit = 0
+    if limit < 1:  # 0 or a negative limit would refuse every image
+        raise BdnError(f"BDN_MAX_PIXELS: expected a whole number of pixels >= 1, got {value!r}")
+    return limit
 
 
 def read_image(path: str | Path, *, max_pixels: int | None = None, min_size: int = 1) -> tuple[np.ndarray, ImageInfo]:
@@ -160,7 +164,8 @@ def read_image(path: str | Path, *, max_pixels: int | None = None, min_size: int
     BdnError
         One line starting with the file name, for a missing path, a folder, an empty file, a file that is not an
         image, a truncated or corrupt one, one with more than `max_pixels` pixels, one smaller than `min_size` on
-        a side, and sample types other than 8- or 16-bit integers.
+        a side, one holding several frames (multi-page TIFF, animated GIF, PNG or WebP: refused, naming the count,
+        rather than cut to its first frame), and sample types other than 8- or 16-bit integers.
 
     Examples
     --------
@@ -268,6 +273,12 @@ def _opened_with_pillow(data: bytes, name: str, limit: int, min_size: int) -> It
             )
         if min(width, height) < min_size:
             raise BdnError(f"{name}: image too small: {width}x{height} pixels, the minimum is {min_size} on each side")
+        frames = getattr(pil, "n_frames", 1)
+        if frames > 1 and pil.format != "MPO":  # a camera's MPO JPEG: its first picture is the photo
+            raise BdnError(
+                f"{name}: holds {frames} frames (a multi-page or animated file); bdn denoises single images, so "
+                "save each frame as its own file"
+            )
         try:
             # Pillow checks sizes inside the file too (TIFF tiles, GIF frames): let them use our limit, and
             # turn its warning into a refusal like its error.
@@ -531,6 +542,9 @@ def _pillow_bytes(image: Image.Image, fmt: str) -> bytes:
 # ---------------------------------------- atomic files
 
 
+_TMP = ".tmp"  # the suffix of atomic_write_bytes's temporary files
+
+
 def _new_file_mode() -> int:
     """The permissions a new file gets (0o666 less the umask), read at the time of the write and without changing
     the umask where the OS tells it (Linux's /proc); elsewhere the umask is set and put back at once."""
@@ -558,7 +572,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Temporary files are created private (0600); the finished file gets the permissions any new file would.
         mode = path.stat().st_mode & 0o7777 if path.is_file() else _new_file_mode()
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}.", suffix=".tmp") as tmp:
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}.", suffix=_TMP) as tmp:
             tmp_name = tmp.name
             tmp.write(data)
             tmp.flush()
@@ -574,6 +588,34 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
                 os.unlink(tmp_name)
     _sync_folder(path.parent)
     return path
+
+
+def remove_stale_temporaries(path: str | Path) -> list[tuple[Path, int]]:
+    """Remove the temporary files an interrupted `atomic_write_bytes` of `path` left beside it (its own naming,
+    '.<name>.XXXXXXXX.tmp', and nothing else); returns (file, bytes) of each removed. Call it before writing
+    `path` again: a write of the same file still in progress elsewhere would lose its temporary file."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}" + re.escape(_TMP))
+    removed = []
+    with suppress(OSError):
+        for entry in path.parent.iterdir():
+            if pattern.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
+                with suppress(OSError):
+                    size = entry.stat().st_size
+                    entry.unlink()
+                    removed.append((entry, size))
+    return removed
+
+
+def check_writable_folder(folder: str | Path) -> None:
+    """Create `folder` if need be and prove a file can be made in it; BdnError naming it otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".bdn-write-check.", suffix=_TMP):
+            pass
+    except OSError as error:
+        raise BdnError(f"{folder}: cannot write there ({error.strerror or error})") from None
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
