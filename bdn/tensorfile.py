@@ -8,6 +8,7 @@ checkpoints/): `shipped_files` lists them, `find_weights` takes a shipped name o
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,7 +39,7 @@ def read_tensors(path: str | Path, tensors: bool = True) -> tuple[dict[str, torc
             metadata = dict(handle.metadata() or {})
             state = {key: handle.get_tensor(key) for key in handle.keys()} if tensors else {}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as error:
-        raise BdnError(f"{path}: not a readable safetensors file ({' '.join(str(error).split())[:200]})") from None
+        raise BdnError(f"{path}: not a readable safetensors file ({error_cause(error)})") from None
     return state, metadata
 
 
@@ -98,6 +99,24 @@ def read_checkpoint(
         if not isinstance(state, dict) or (fmt is not None and state.get("format") != fmt):
             raise ValueError(f"not a {what} checkpoint")
     except Exception as error:  # damaged files raise many types; all mean the same here
-        detail = " ".join(str(error).split())[:120]
-        raise BdnError(f"{path} is damaged ({detail}); {remedy}") from None
+        cause = error_cause(error)
+        if isinstance(error, OSError) and Path(path).is_file():  # torch's zip reader on a file cut short
+            cause = f"its data breaks off or is corrupt: {error.strerror or cause}"
+        raise BdnError(f"{path} is damaged ({cause}); {remedy}") from None
     return state
+
+
+def error_cause(error: BaseException, longest: int = 160) -> str:
+    """What a library's exception says, fit for the brackets of a one-line message: its first sentence in whole
+    words (torch.load's advice about `weights_only` becomes what the unpickler refused)."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:  # torch.load(weights_only=True) on bytes that are not plain values
+        refused = " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].split())
+        return f"not a file of plain tensors, numbers and strings; the reader stopped at: {refused[: longest - 75]}"
+    if isinstance(error, EOFError):
+        return "the file ends too soon"
+    words = " ".join(text.split()) or type(error).__name__
+    first = re.split(r"(?<=[.!?])\s", words, maxsplit=1)[0].rstrip(".")
+    if len(first) <= longest:
+        return first
+    return first[: longest - 3].rsplit(" ", 1)[0] + "..."
