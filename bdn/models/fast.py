@@ -21,13 +21,14 @@ import copy
 import hashlib
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from bdn.errors import BdnError
+from bdn.errors import BdnError, BdnWarning
 
 ENGINES = ("torch", "onnxruntime")
 TOLERANCE = 1e-4  # max abs difference allowed between a fast form and the model, on outputs in [0, 1]
@@ -183,11 +184,15 @@ def cache_folder() -> Path:
     return Path(base).expanduser() / "bdn"
 
 
+def _onnx_name(net: nn.Module, channels: int) -> str:
+    return f"{weights_digest(net)}_{channels}.onnx"
+
+
 def _onnx_file(net: nn.Module, channels: int, folder: Path) -> Path:
     """The folded model as ONNX in `folder`, recorded once per set of weights (written whole or not at all)."""
     from bdn.export import DEFAULT_OPSET, record_onnx
 
-    path = folder / f"{weights_digest(net)}_{channels}.onnx"
+    path = folder / _onnx_name(net, channels)
     if path.is_file():
         return path
     try:
@@ -230,13 +235,31 @@ def onnx_form(net: nn.Module, channels: int, cache: str | Path | None = None) ->
             "engine 'onnxruntime' needs onnxruntime, onnx and onnxscript: pip install 'bdn[export]'"
         ) from None
     net = net.eval()
-    runner = OnnxRunner(_onnx_file(net, channels, Path(cache) if cache else cache_folder()), torch.get_num_threads())
+    folder = Path(cache) if cache else cache_folder()
+    cached = (folder / _onnx_name(net, channels)).is_file()
+    path = _onnx_file(net, channels, folder)
+    runner, trouble = _loaded_runner(path)
+    if trouble is not None and cached:  # a damaged cache entry (cut short, emptied): record it again, once
+        warnings.warn(f"{path}: cached ONNX file unusable ({trouble}); recorded it again", BdnWarning, stacklevel=2)
+        path.unlink(missing_ok=True)
+        runner, trouble = _loaded_runner(_onnx_file(net, channels, folder))
+    if runner is None:
+        raise BdnError(f"{path}: {trouble}")
     difference = largest_difference(runner, net, channels)
     if not difference <= TOLERANCE:
-        raise BdnError(
-            f"{runner.path}: onnxruntime differs from PyTorch by {difference:.3g} (delete the file to redo it)"
-        )
+        raise BdnError(f"{path}: onnxruntime differs from PyTorch by {difference:.3g} (delete the file to redo it)")
     return runner
+
+
+def _loaded_runner(path: Path) -> tuple[OnnxRunner | None, str | None]:
+    """(the runner, None) when onnxruntime loads `path`, else (None, why not)."""
+    from bdn.tensorfile import error_cause
+
+    try:
+        return OnnxRunner(path, torch.get_num_threads()), None
+    except Exception as error:  # onnxruntime's errors (InvalidProtobuf, InvalidArgument, Fail) derive from Exception
+        said = error_cause(error)  # "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Load model from PATH failed:WHY"
+        return None, f"onnxruntime cannot load it: {said.rsplit('failed:', 1)[-1].strip()}"
 
 
 def inference_form(net: nn.Module, channels: int, engine: str = "torch") -> Callable[[torch.Tensor], torch.Tensor]:

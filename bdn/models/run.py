@@ -20,13 +20,46 @@ def _net_for(model: str, channels: int, weights: str | None):
     from bdn.models.weights import load_weights, shipped_weights
 
     if weights is not None:
-        net, metadata = load_weights(weights, expect_name=model)
+        net, metadata = load_weights(str(weights), expect_name=model)
         return net, int(metadata["channels"])
     shipped = get_model_spec(model).shipped
     for wanted in (channels, 4 - channels):
         if COLOURS[wanted] in shipped:
             return load_weights(shipped_weights(model, wanted))[0], wanted
     raise BdnError(f"no shipped weights for model {model!r}; train them with bdn train or pass weights=")
+
+
+def smallest_tile(model: str) -> int:
+    """The smallest `tile` that leaves a core once the model's context (its reach, on its grid) is cut off."""
+    from bdn.models.registry import get_model_spec
+
+    spec = get_model_spec(model)
+    overlap = -(-spec.reach // spec.multiple) * spec.multiple  # as bdn.models.tiles.tiled rounds it
+    return 2 * overlap + spec.multiple
+
+
+def check_model_params(method: str, params: dict) -> None:
+    """The checks `denoise_with_model` needs of its parameters, made once before any image is read (the weights
+    file's header is read; its tensors are not): BdnError naming the parameter otherwise."""
+    from bdn.models.fast import ENGINES
+    from bdn.models.weights import read_weights_metadata
+
+    tile = params.get("tile", TILE)
+    least = smallest_tile(params["model"])
+    if isinstance(tile, bool) or not isinstance(tile, int | np.integer) or tile < least:
+        raise BdnError(
+            f"{method}: tile must be a whole number of pixels >= {least} (the model's context on both sides and a "
+            f"core), got {tile!r}"
+        )
+    engine = params.get("engine", "torch")
+    if engine not in ENGINES:
+        raise BdnError(f"{method}: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    weights = params.get("weights")
+    if weights is not None:
+        try:
+            read_weights_metadata(str(weights), expect_name=params["model"])
+        except BdnError as error:  # its message starts with the file's name
+            raise BdnError(f"{method}: weights {error}") from None
 
 
 def denoise_with_model(

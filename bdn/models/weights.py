@@ -39,13 +39,7 @@ def load_weights(
     if not path.is_file():
         raise BdnError(f"{path}: no such weights file")
     state, metadata = read_tensors(path)
-    if metadata.get("format") != FORMAT:
-        raise BdnError(f"{path}: not a bdn model file (no '{FORMAT}' metadata)")
-    name, channels = metadata.get("model", ""), int(metadata.get("channels", "0") or 0)
-    if expect_name is not None and name != expect_name:
-        raise BdnError(f"{path}: holds weights for model {name!r}, not {expect_name!r}")
-    if expect_channels is not None and channels != expect_channels:
-        raise BdnError(f"{path}: holds {COLOURS.get(channels, channels)} weights, asked for channels={expect_channels}")
+    name, channels = _checked_metadata(path, metadata, expect_name, expect_channels)
     net = build_model(name, channels)
     try:
         net.load_state_dict(state, strict=True)
@@ -53,6 +47,35 @@ def load_weights(
         detail = " ".join(str(error).split())[:160]
         raise BdnError(f"{path}: its tensors do not fit model {name!r} ({detail})") from None
     return net.eval(), metadata
+
+
+def read_weights_metadata(
+    path: str | Path, expect_name: str | None = None, expect_channels: int | None = None
+) -> tuple[str, int]:
+    """(model name, channels) of a bdn model file, read from its header alone (no tensors, no module built), with
+    the checks `load_weights` makes of them; BdnError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise BdnError(f"{path}: no such weights file")
+    return _checked_metadata(path, read_tensors(path, tensors=False)[1], expect_name, expect_channels)
+
+
+def _checked_metadata(
+    path: Path, metadata: dict[str, str], expect_name: str | None, expect_channels: int | None
+) -> tuple[str, int]:
+    if metadata.get("format") != FORMAT:
+        raise BdnError(f"{path}: not a bdn model file (no '{FORMAT}' metadata)")
+    name, given = metadata.get("model", ""), metadata.get("channels", "")
+    if name not in MODELS:
+        raise BdnError(f"{path}: its metadata names model {name!r}, which bdn does not have")
+    if given.strip() not in ("1", "3"):
+        raise BdnError(f"{path}: its 'channels' metadata is {given!r}, not 1 or 3 (a damaged or hand-made file)")
+    channels = int(given)
+    if expect_name is not None and name != expect_name:
+        raise BdnError(f"{path}: holds weights for model {name!r}, not {expect_name!r}")
+    if expect_channels is not None and channels != expect_channels:
+        raise BdnError(f"{path}: holds {COLOURS[channels]} weights, asked for channels={expect_channels}")
+    return name, channels
 
 
 def halve_weights(source: str | Path, target: str | Path) -> None:
