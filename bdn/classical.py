@@ -119,6 +119,38 @@ def _check_window(value: object, name: str, method: str) -> int:
     return int(value)
 
 
+def _check_h(h: object) -> float:
+    """nlm's filter strength: a finite number > 0 (0-255 units)."""
+    if isinstance(h, bool) or not isinstance(h, (int, float, np.integer, np.floating)) or not 0 < h < math.inf:
+        raise BdnError(f"nlm: h must be a number > 0 (0-255 scale), got {h!r}")
+    return float(h)
+
+
+def _check_profile(profile: object) -> str:
+    if not isinstance(profile, str) or profile not in BM3D_BLOCK_SIZE:
+        raise BdnError(f"bm3d: unknown profile {profile!r}; choose one of {', '.join(BM3D_BLOCK_SIZE)}")
+    return profile
+
+
+def check_params(method: str, params: dict) -> None:
+    """The checks a classical method makes of its parameters, made without an image (bdn denoise makes them once,
+    before any image is read); BdnError naming the parameter."""
+    _check_sigma(params.get("sigma"), method)
+    windows = {
+        "nlm": ("patch_size", "search_size"),
+        "median": ("size",),
+        "adaptive_median": ("max_size",),
+        "adaptive_wiener": ("size",),
+    }
+    for name in windows.get(method, ()):
+        if params.get(name) is not None:
+            _check_window(params[name], name, method)
+    if method == "nlm" and params.get("h") is not None:
+        _check_h(params["h"])
+    if method == "bm3d":
+        _check_profile(params.get("profile", "np"))
+
+
 def _window(image: np.ndarray, size: int) -> tuple[int, ...]:
     """A size x size window over rows and columns only, so colour channels are filtered separately."""
     return (size, size) if image.ndim == 2 else (size, size, 1)
@@ -151,12 +183,7 @@ def nlm(
     search = NLM_SEARCH_SIZE if search_size is None else _check_window(search_size, "search_size", "nlm")
     _check_side(img, "nlm", patch, f"patch_size {patch}")
     s = _resolve_sigma(img, sigma, "nlm")
-    if h is None:
-        strength = NLM_H_FACTOR * s
-    else:
-        if isinstance(h, bool) or not isinstance(h, (int, float, np.integer, np.floating)) or not h > 0:
-            raise BdnError(f"nlm: h must be a number > 0 (0-255 scale), got {h!r}")
-        strength = float(h)
+    strength = NLM_H_FACTOR * s if h is None else _check_h(h)
     if strength <= 0:  # sigma 0 and no h: nothing to smooth (and h = 0 would divide by zero)
         return _finish(img.copy())
     out = denoise_nl_means(
@@ -248,13 +275,17 @@ def bm3d(image: np.ndarray, sigma: float | None = None, *, profile: str = "np") 
     package's normal profile), 'high', 'vn' or 'vn_old'. A sigma below BM3D_MIN_SIGMA returns the input (clipped).
     """
     img = _as_image(image, "bm3d")
-    if not isinstance(profile, str) or profile not in BM3D_BLOCK_SIZE:
-        raise BdnError(f"bm3d: unknown profile {profile!r}; choose one of {', '.join(BM3D_BLOCK_SIZE)}")
+    _check_profile(profile)
     _check_side(img, "bm3d", BM3D_BLOCK_SIZE[profile] + 1, f"profile {profile!r}")
     s = _resolve_sigma(img, sigma, "bm3d")
     if s < BM3D_MIN_SIGMA:
         return _finish(img.copy())
-    import bm3d as bm3d_lib  # here, not at the top: importing it takes about 2 s
+    try:
+        import bm3d as bm3d_lib  # here, not at the top: importing it takes about 2 s
+    except ImportError:
+        from bdn.methods import EXTRAS
+
+        raise BdnError(EXTRAS["bm3d"][1]) from None
 
     # ALL_STAGES (the package default) reproduces the published numbers: Set12 01 / 02 (cameraman, house) at
     # sigma 25, noise seed 0 not clipped, gave 29.42 / 32.86 dB against the 29.45 / 32.85 quoted for BM3D (DnCNN
