@@ -1,0 +1,103 @@
+"""Run records (issue 18, item 2): what a record holds, bdn denoise's sidecar, bdn verify, weights' file mode."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+import bdn
+from bdn.cli import main
+from bdn.io import write_image
+from bdn.record import FORMAT, file_sha256, make_record, read_record, record_path, write_record
+
+
+@pytest.fixture
+def noisy(tmp_path):
+    path = tmp_path / "cam.png"
+    write_image(path, bdn.add_noise(skdata.camera()[::8, ::8] / 255.0, "gaussian", 25, seed=0))
+    return path
+
+
+def test_a_record_holds_environment_options_and_hashes(tmp_path, noisy):
+    record = make_record("denoise", {"method": "median", "params": {"size": 3}}, inputs=[noisy], seed=7, device="cpu")
+    path = write_record(tmp_path / "r.json", record)
+    back = read_record(path)
+    assert back["format"] == FORMAT and back["command"] == "denoise" and back["seed"] == 7
+    assert back["inputs"] == [{"path": str(noisy), "sha256": file_sha256(noisy)}]
+    env = back["environment"]
+    assert env["bdn_version"] == bdn.__version__ and env["device"] == "cpu"
+    assert {"torch", "numpy", "scikit-image"} <= set(env["libraries"])
+    assert env["git_commit"] is None or len(env["git_commit"]) == 40
+    assert back["options"] == {"method": "median", "params": {"size": 3}}
+
+
+def test_read_record_refuses_other_json(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text("{}")
+    with pytest.raises(bdn.BdnError, match="not a run record"):
+        read_record(path)
+
+
+def test_denoise_writes_a_record_beside_each_output_and_verify_says_identical(tmp_path, noisy, capsys):
+    out = tmp_path / "out"
+    assert main(["denoise", str(noisy), "-o", str(out), "-m", "median", "--param", "size=3"]) == 0
+    record = json.loads(record_path(out / "cam.png").read_text())
+    assert record["options"] == {"method": "median", "params": {"size": 3}, "overwrite": False}
+    assert record["inputs"][0]["sha256"] == file_sha256(noisy)
+    assert record["outputs"][0]["sha256"] == file_sha256(out / "cam.png")
+    assert record["weights"] == [] and record["seed"] is None
+    capsys.readouterr()
+    assert main(["verify", str(record_path(out / "cam.png"))]) == 0
+    assert "identical" in capsys.readouterr().out
+
+
+def test_a_model_record_names_its_weights_and_threads(tmp_path, noisy):
+    out = tmp_path / "out"
+    assert main(["denoise", str(noisy), "-o", str(out), "-m", "resnet_5x5_bn_3x3"]) == 0
+    record = json.loads(record_path(out / "cam.png").read_text())
+    (weights,) = record["weights"]
+    assert weights["name"] == "model_resnet_5x5_bn_3x3_grey.safetensors"
+    assert weights["sha256"] == file_sha256(weights["path"])
+    assert record["environment"]["torch_threads"] >= 1
+
+
+def test_verify_reports_a_difference_and_a_changed_input(tmp_path, noisy, capsys):
+    out = tmp_path / "out"
+    assert main(["denoise", str(noisy), "-o", str(out), "-m", "median"]) == 0
+    sidecar = record_path(out / "cam.png")
+    record = json.loads(sidecar.read_text())
+    record["outputs"][0]["sha256"] = "0" * 64  # as if the recorded run had given other bytes
+    sidecar.write_text(json.dumps(record))
+    write_image(out / "cam.png", np.zeros((64, 64)))
+    record["outputs"][0]["sha256"] = file_sha256(out / "cam.png")
+    sidecar.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["verify", str(sidecar)]) == 1
+    said = capsys.readouterr().out
+    assert "differs" in said and "largest pixel difference" in said and "PSNR between the two" in said
+    noisy.write_bytes(noisy.read_bytes() + b"\0")
+    assert main(["verify", str(sidecar)]) == 1
+    assert "the input changed since the record" in capsys.readouterr().err
+
+
+def test_verify_refuses_records_of_other_commands(tmp_path, capsys):
+    path = write_record(tmp_path / "r.json", make_record("train", {}))
+    assert main(["verify", str(path)]) == 1
+    assert "re-runs bdn denoise records only" in capsys.readouterr().err
+
+
+def test_weights_follow_the_umask(tmp_path):
+    import torch
+
+    from bdn.tensorfile import save_tensors, write_checkpoint
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    save_tensors(tmp_path / "w.safetensors", {"a": torch.zeros(2)}, {})
+    write_checkpoint(tmp_path / "c.pt", {"a": 1})
+    for name in ("w.safetensors", "c.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
