@@ -37,7 +37,8 @@ def test_batch_goes_past_bad_files_and_names_them(photos, tmp_path, capsys):
     code = main(["denoise", str(photos), "-o", str(out), "--method", "median"])
     captured = capsys.readouterr()
     assert code == 1
-    assert sorted(p.name for p in out.iterdir()) == ["colour.png", "grey16.tif"]
+    names = ["colour.png", "colour.png.json", "grey16.tif", "grey16.tif.json"]  # each output and its record
+    assert sorted(p.name for p in out.iterdir()) == names
     failed = [line for line in captured.err.splitlines() if line.startswith("failed:")]
     assert len(failed) == 2
     assert any("notes.png" in line for line in failed)
@@ -70,7 +71,7 @@ def test_single_input_to_a_file_name_and_resume(photos, tmp_path, capsys):
 def test_glob_pattern(photos, tmp_path):
     out = tmp_path / "out"
     assert main(["denoise", str(photos / "*.png"), "-o", str(out), "-m", "median"]) == 1  # notes.png fails
-    assert [p.name for p in out.iterdir()] == ["colour.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["colour.png", "colour.png.json"]
 
 
 @pytest.mark.parametrize(
