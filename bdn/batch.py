@@ -15,8 +15,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bdn.errors import BdnError, BdnWarning
-from bdn.io import IMAGE_EXTENSIONS, list_images, read_image, write_image
-from bdn.methods import denoise, get_method
+from bdn.io import (
+    IMAGE_EXTENSIONS,
+    check_writable_folder,
+    default_max_pixels,
+    list_images,
+    read_image,
+    remove_stale_temporaries,
+    write_image,
+)
+from bdn.methods import check_params, denoise, get_method
 
 
 @dataclass
@@ -27,10 +35,36 @@ class BatchReport:
 
 
 def plan_outputs(inputs: list[Path], out: Path) -> dict[Path, Path]:
-    """Map each input to its output path: OUT/<name> for a folder, OUT itself for one input and an image name."""
-    if len(inputs) == 1 and out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir():
+    """Map each input to its output path: OUT/<name> for a folder, OUT itself for one input and an image name.
+
+    BdnError for one input and a name whose extension bdn cannot write (`-o result.xyz` would have made a folder
+    of that name), and for several inputs and one image file name."""
+    suffix = out.suffix.lower()
+    if len(inputs) == 1 and suffix in IMAGE_EXTENSIONS and not out.is_dir():
         return {inputs[0]: out}
+    if len(inputs) == 1 and suffix and not out.is_dir():
+        known = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise BdnError(f"{out}: {suffix!r} is not an image extension bdn writes ({known}); or name a folder")
+    if suffix in IMAGE_EXTENSIONS and not out.is_dir():
+        raise BdnError(f"{out}: names one image file, but {len(inputs)} inputs were given; name a folder")
     return {path: out / path.name for path in inputs}
+
+
+def _write_record(source: Path, target: Path, method: str, params: dict, overwrite: bool, channels: int) -> None:
+    """The output's run record, beside it (`<output>.json`, bdn.record); `bdn verify` re-runs it."""
+    from bdn.record import make_record, method_device, method_seed, method_weights, record_path, write_record
+
+    options = {"method": method, "params": params, "overwrite": overwrite}
+    record = make_record(
+        "denoise",
+        options,
+        inputs=[source],
+        weights=method_weights(method, params, channels),
+        outputs=[target],
+        seed=method_seed(method, params),
+        device=method_device(method, params),
+    )
+    write_record(record_path(target), record)
 
 
 def denoise_files(
@@ -44,6 +78,8 @@ def denoise_files(
 ) -> BatchReport:
     spec = get_method(method)  # an unknown method is a usage error, before any file is touched
     params = dict(params or {})
+    check_params(method, params)  # so are bad parameters: checked once, not once per image
+    default_max_pixels()  # and a BDN_MAX_PIXELS that would refuse every image
     paths, problems = list_images(inputs)
     report = BatchReport(problems=list(problems))
     if not paths:
@@ -51,17 +87,22 @@ def denoise_files(
             report.problems.append("no input images given")
         return report
     outputs = plan_outputs(paths, Path(out))
+    for folder in sorted({target.parent for target in outputs.values()}):
+        check_writable_folder(folder)  # before any work, not after each image's denoising
+    for target in outputs.values():
+        for stale, size in remove_stale_temporaries(target):
+            report.notes.append(f"{stale}: removed ({size:,} bytes), a temporary file an interrupted run left")
     claimed: dict[Path, Path] = {}
     for source, target in tqdm(outputs.items(), desc=f"denoise ({method})", unit="image", disable=not progress):
         if target in claimed:
             report.problems.append(f"{source}: same output name as {claimed[target]} ({target}); not written")
             continue
         claimed[target] = source
+        if target.resolve() == source.resolve():  # before the skip: an input is not a finished output
+            report.problems.append(f"{source}: output would overwrite the input; choose another -o")
+            continue
         if target.exists() and not overwrite:
             report.rows.append({"input": str(source), "output": str(target), "status": "exists, skipped"})
-            continue
-        if target.resolve() == source.resolve():
-            report.problems.append(f"{source}: output would overwrite the input; choose another -o")
             continue
         try:
             pixels, info = read_image(source, min_size=spec.min_size)
@@ -76,8 +117,11 @@ def denoise_files(
                 else:  # not ours: let Python show it as it would have
                     warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
             write_image(target, result, info)
-        except BdnError as error:
-            report.problems.append(str(error))
+            _write_record(source, target, method, params, overwrite, 1 if pixels.ndim == 2 else 3)
+        except BdnError as error:  # a method's message may not name the file; the batch's line always does
+            message = str(error)
+            named = message.startswith((str(source), str(target)))
+            report.problems.append(message if named else f"{source}: {message}")
             continue
         height, width = pixels.shape[:2]
         report.rows.append(

@@ -188,12 +188,18 @@ def run_bench(
 ) -> pd.DataFrame:
     from bdn.data import DATASETS, dataset_path
     from bdn.io import atomic_write_text
-    from bdn.methods import get_method
+    from bdn.methods import get_method, missing_extra
     from bdn.report import grouped_bar_figure, markdown_table, write_table
 
     for method in methods:
         if method != "noisy":
             get_method(method)
+    skipped = [method for method in methods if method != "noisy" and missing_extra(method)]
+    for method in skipped:  # e.g. bm3d, an extra: the others are measured, this one is left out with a note
+        print(f"bdn bench: skipping {method}: {missing_extra(method)}", file=sys.stderr)
+    if skipped and len(skipped) == len(methods):
+        raise BdnError(missing_extra(skipped[0]))
+    methods = [method for method in methods if method not in skipped]
     plan = [parse_dataset(spec, sigmas) for spec in datasets]
     for dataset, _ in plan:
         if dataset not in DATASETS:
@@ -213,6 +219,9 @@ def run_bench(
         "polyu_split": polyu_split,
         "noise_seed": NOISE_SEED,
     }
+    from bdn.record import environment
+
+    config["environment"] = environment()  # bdn.record: versions, git commit, CPU (workers run `threads` threads)
     atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
 
     env = dict(os.environ, **{name: str(threads) for name in THREAD_VARIABLES})

@@ -7,7 +7,7 @@ line in `METHODS`.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +25,8 @@ class Method:
     family: str  # classical | model | dip
     summary: str
     params: tuple[tuple[str, object], ...] = ()  # fixed keyword arguments (a model method names its model)
+    # "module:function" checking parameter values without an image, called as fn(method name, params + fixed ones)
+    check: str = ""
 
 
 def _shipped_models() -> tuple[Method, ...]:
@@ -44,22 +46,26 @@ def _shipped_models() -> tuple[Method, ...]:
             "model",
             f"trained model ({' and '.join(kinds[name])} weights)",
             (("model", name),),
+            "bdn.models.run:check_model_params",
         )
         for name in sorted(kinds)
     )
 
 
+CLASSICAL_CHECK = "bdn.classical:check_params"
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("nlm", "bdn.classical:nlm", 16, "classical", "non-local means"),
-        Method("median", "bdn.classical:median", 5, "classical", "median filter"),
+        Method("nlm", "bdn.classical:nlm", 16, "classical", "non-local means", check=CLASSICAL_CHECK),
+        Method("median", "bdn.classical:median", 5, "classical", "median filter", check=CLASSICAL_CHECK),
         Method(
             "adaptive_median",
             "bdn.classical:adaptive_median",
             7,
             "classical",
             "adaptive median (impulse noise)",
+            check=CLASSICAL_CHECK,
         ),
         Method(
             "adaptive_wiener",
@@ -67,10 +73,20 @@ METHODS: dict[str, Method] = {
             5,
             "classical",
             "locally adaptive Wiener filter",
+            check=CLASSICAL_CHECK,
         ),
-        Method("bm3d", "bdn.classical:bm3d", 16, "classical", "block-matching and 3-D filtering"),
+        Method(
+            "bm3d", "bdn.classical:bm3d", 16, "classical", "block-matching and 3-D filtering", check=CLASSICAL_CHECK
+        ),
         # Padded inside to the generator's sizes, so any image of a few pixels a side works.
-        Method("dip", "bdn.dip.denoise:dip", 4, "dip", "Deep Image Prior, stopped by a judge (minutes on a CPU)"),
+        Method(
+            "dip",
+            "bdn.dip.denoise:dip",
+            4,
+            "dip",
+            "Deep Image Prior, stopped by a judge (minutes on a CPU)",
+            check="bdn.methods:check_dip_params",
+        ),
         *_shipped_models(),
     )
 }
@@ -83,9 +99,65 @@ def get_method(name: str) -> Method:
         raise BdnError(f"unknown method {name!r}; choose from {', '.join(METHODS)}") from None
 
 
+# Methods whose package is an optional extra, not installed by `pip install bdn` (its licence is not MIT's):
+# name -> (the module it imports, the one line that says how to get it).
+EXTRAS: dict[str, tuple[str, str]] = {
+    "bm3d": ("bm3d", "bm3d needs the bm3d package (non-commercial licence): pip install 'bdn[bm3d]'"),
+}
+
+
+def missing_extra(name: str) -> str | None:
+    """The one line saying how to install what method `name` needs, or None when nothing is missing."""
+    module, line = EXTRAS.get(name, ("", ""))
+    return line if module and importlib.util.find_spec(module) is None else None
+
+
 def method_function(name: str) -> Callable[..., np.ndarray]:
     module_name, function_name = get_method(name).target.split(":")
+    missing = missing_extra(name)
+    if missing:
+        raise BdnError(missing)
     return getattr(importlib.import_module(module_name), function_name)
+
+
+def check_params(method: str, params: dict) -> None:
+    """Refuse, before any image is read, a parameter the method does not take (the message lists those it does)
+    and a value it cannot use (the method's own checks, where it has them): one line naming the parameter."""
+    spec = get_method(method)
+    function = method_function(method)
+    fixed = dict(spec.params)
+    accepted = [p for p in inspect.signature(function).parameters if p not in fixed]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        choices = ", ".join(p for p in accepted if p != "image")
+        raise BdnError(f"{method} has no parameter {', '.join(unknown)}; it takes {choices}")
+    if spec.check:
+        module_name, function_name = spec.check.split(":")
+        getattr(importlib.import_module(module_name), function_name)(method, {**params, **fixed})
+
+
+def check_dip_params(method: str, params: dict) -> None:
+    """What `dip()` checks of its numbers and its judge before it looks at an image (net, init, device and
+    precision are checked by dip itself, as they need the image or the machine)."""
+    from bdn.dip.denoise import STOPS
+
+    stop = params.get("stop", "auto")
+    if stop not in STOPS:
+        raise BdnError(f"{method}: stop must be one of {', '.join(STOPS)}, got {stop!r}")
+    # Worded as dip() words them.
+    wholes = (("iterations", 1, "a whole number >= 1"), ("threads", 1, "a whole number > 0"))
+    for name, smallest, wanted in (*wholes, ("tile", 64, "a whole number of pixels >= 64")):
+        value = params.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | np.integer) or value < smallest
+        ):
+            raise BdnError(f"{method}: {name} must be {wanted}, got {value!r}")
+    for name in ("sigma", "minutes", "lr", "noise_factor", "memory_gb"):
+        value = params.get(name)
+        number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+        if value is not None and not (number and 0 <= value < np.inf and (value > 0 or name == "sigma")):
+            least = ">= 0" if name == "sigma" else "> 0"
+            raise BdnError(f"{method}: {name} must be a number {least}, got {value!r}")
 
 
 def check_image(image: np.ndarray, method: Method) -> None:
@@ -148,11 +220,8 @@ def denoise(image: np.ndarray, method: str = "nlm", **params) -> np.ndarray:
     """
     spec = get_method(method)
     check_image(image, spec)
-    function = method_function(method)
-    fixed = dict(spec.params)
-    accepted = [p for p in inspect.signature(function).parameters if p not in fixed]
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        choices = ", ".join(p for p in accepted if p != "image")
-        raise BdnError(f"{method} has no parameter {', '.join(unknown)}; it takes {choices}")
-    return np.asarray(function(image, **params, **fixed), dtype=np.float32)
+    check_params(method, params)
+    result = np.asarray(method_function(method)(image, **params, **dict(spec.params)), dtype=np.float32)
+    if not np.isfinite(result).all():  # a damaged model gives NaN; nothing such may be written as a result
+        raise BdnError(f"{method} gave NaN or infinite values (damaged weights?); nothing written")
+    return result
