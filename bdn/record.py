@@ -182,6 +182,12 @@ def make_record(
     return record
 
 
+def options_of(args) -> dict:
+    """A command's parsed options (an argparse Namespace) as a record's `options`: the command layer's own keys left
+    out."""
+    return {key: value for key, value in vars(args).items() if key not in ("command_module", "prog")}
+
+
 def write_record(path: str | Path, record: Mapping) -> Path:
     """Write a record as indented JSON, atomically (bdn.io.atomic_write_text)."""
     from bdn.io import atomic_write_text

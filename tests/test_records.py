@@ -101,3 +101,30 @@ def test_weights_follow_the_umask(tmp_path):
     write_checkpoint(tmp_path / "c.pt", {"a": 1})
     for name in ("w.safetensors", "c.pt"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_label_select_and_judge_write_their_records(tmp_path):
+    """The quality network's commands leave a record beside what they write (issue 18)."""
+    run = tmp_path / "run"
+    rng = np.random.default_rng(0)
+    lines = ["iteration,file,loss,psnr,ssim,psnr_raw"]
+    for k in range(12):
+        iteration = 20 * (k + 1)
+        write_image(run / "a" / f"{iteration:05d}.png", rng.uniform(0, 1, (40, 40)))
+        lines.append(f"{iteration},{iteration:05d}.png,0.1,{20 + k},,")
+    (run / "a" / "log.csv").write_text("\n".join(lines) + "\n")
+    scores = tmp_path / "scores.txt"
+    assert main(["label", "--run-path", str(run), "--output-path", str(scores)]) == 0
+    label = json.loads((tmp_path / "scores.txt.json").read_text())
+    assert label["command"] == "bdn label" and label["outputs"][0]["path"].endswith("scores.txt")
+    assert label["inputs"][0]["path"].endswith("log.csv") and len(label["outputs"][0]["sha256"]) == 64
+    table = tmp_path / "wmv.csv"
+    assert main(["judge", "--run-path", str(run), "--judge", "wmv", "--output", str(table), "--no-progress"]) == 0
+    judged = json.loads((tmp_path / "wmv.csv.json").read_text())
+    assert judged["command"] == "bdn judge" and judged["options"]["judge"] == "wmv"
+    assert "command_module" not in judged["options"]
+    out = tmp_path / "selected"
+    argv = ["select", "--run-path", str(run), "--output-path", str(out), "--start-index", "0", "--no-progress"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    chosen = json.loads((out / "record.json").read_text())
+    assert chosen["command"] == "bdn select" and chosen["weights"][0]["name"] == "biqan.safetensors"

@@ -57,7 +57,13 @@ def run(args: argparse.Namespace) -> int:
         **options,
     )
     if args.output is not None:
-        atomic_write_text(Path(args.output), table.to_csv(index=False))
+        from bdn.record import make_record, options_of, write_record
+
+        output = atomic_write_text(Path(args.output), table.to_csv(index=False))
+        logs = sorted(Path(args.run_path).glob("*/log.csv"))
+        weights = [args.model_path] if args.model_path else []
+        record = make_record("bdn judge", options_of(args), inputs=logs, weights=weights, outputs=[output])
+        write_record(output.with_name(output.name + ".json"), record)
     print(markdown_table(table.astype(object).where(table.notna(), ""), floatfmt=".3f"))
     measured = table["gap"].dropna()
     if not measured.empty:

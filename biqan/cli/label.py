@@ -129,6 +129,14 @@ def run(args: argparse.Namespace) -> int:
     plot_path = output.with_name(f"{output.stem}_psnr_vs_score.png")
     write_scores(output, [(it.path, p) for it, p in labelled])
     atomic_write_bytes(plot_path, plot)
+    from bdn.record import make_record, options_of, write_record
+
+    logs = [run / it_folder / "log.csv" for run in runs for it_folder in sorted({it.image for it in iterates})]
+    inputs = [path for path in logs if path.is_file()]
+    write_record(
+        output.with_name(output.name + ".json"),
+        make_record("bdn label", options_of(args), inputs=inputs, outputs=[output, plot_path]),
+    )
     table = _summary(runs, labelled)
     print(table)
     print(f"wrote {output} ({len(labelled)} iterates) and {plot_path}")

@@ -116,7 +116,16 @@ def run(args: argparse.Namespace) -> int:
         progress=args.progress,
         write=args.write,
     )
-    print((Path(args.output_path) / "Denoised_PSNR.txt").read_text(encoding="utf-8"), end="")
+    from bdn.record import make_record, options_of, write_record
+
+    out = Path(args.output_path)
+    logs = sorted(Path(args.run_path).glob("*/log.csv"))
+    outputs = [out / "Denoised_PSNR.txt", out / "Denoised_PSNR.csv", out / "scores.csv"]
+    record = make_record(
+        "bdn select", options_of(args), inputs=logs, weights=[path], outputs=outputs, device=str(device)
+    )
+    write_record(out / "record.json", record)
+    print((out / "Denoised_PSNR.txt").read_text(encoding="utf-8"), end="")
     for image, note in sorted(choices.notes.items()):
         print(f"{args.prog}: note: {image}: {note}", file=sys.stderr)
     return 0
