@@ -67,6 +67,19 @@ def _write_record(source: Path, target: Path, method: str, params: dict, overwri
     write_record(record_path(target), record)
 
 
+def _embedded_record(source: Path, target: Path, method: str, params: dict) -> dict[str, str]:
+    """What a PNG output carries inside (tEXt chunks): bdn's version, the method, its parameters, the input's
+    SHA-256 and the name of the full record beside it."""
+    import json
+
+    from bdn import __version__
+    from bdn.record import file_sha256, jsonable, record_path
+
+    made = {"method": method, "params": jsonable(params), "input_sha256": file_sha256(source)}
+    made["record"] = record_path(target).name
+    return {"Software": f"bdn {__version__}", "bdn:record": json.dumps(made, sort_keys=True)}
+
+
 def denoise_files(
     inputs: Iterable[str | Path],
     out: str | Path,
@@ -116,7 +129,7 @@ def denoise_files(
                     report.notes.append(f"{source}: {warning.message}")
                 else:  # not ours: let Python show it as it would have
                     warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-            write_image(target, result, info)
+            write_image(target, result, info, text=_embedded_record(source, target, method, params))
             _write_record(source, target, method, params, overwrite, 1 if pixels.ndim == 2 else 3)
         except BdnError as error:  # a method's message may not name the file; the batch's line always does
             message = str(error)

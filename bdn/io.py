@@ -26,7 +26,7 @@ import re
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -386,7 +386,9 @@ def _upright(array: np.ndarray, orientation: int) -> np.ndarray:
 # ---------------------------------------- writing
 
 
-def write_image(path: str | Path, pixels: np.ndarray, info: ImageInfo | None = None) -> Path:
+def write_image(
+    path: str | Path, pixels: np.ndarray, info: ImageInfo | None = None, text: Mapping[str, str] | None = None
+) -> Path:
     """Write float pixels in [0, 1] (clipped) atomically, in the bit depth and mode of ``info``.
 
     The format follows the extension. The file is encoded in memory, written to a temporary file beside the
@@ -406,6 +408,9 @@ def write_image(path: str | Path, pixels: np.ndarray, info: ImageInfo | None = N
         GIF); 'P' is written with an adaptive 256-colour palette where the format has palettes (GIF always is).
         16-bit grey+alpha, which neither OpenCV nor Pillow can encode, is written as 16-bit RGBA with R = G = B.
         Without it: 8-bit, grey or RGB by shape.
+    text : mapping of str to str, optional
+        Text to carry inside the file where the format has a place for it: PNG `tEXt` chunks (keywords of 1-79
+        Latin-1 characters), added after the header without re-encoding the pixels. Other formats ignore it.
 
     Returns
     -------
@@ -466,7 +471,29 @@ def write_image(path: str | Path, pixels: np.ndarray, info: ImageInfo | None = N
             mode = mode[:-1]
 
     image = _as_colour(image) if mode in ("RGB", "RGBA", "P") else _as_grey(image)
-    return atomic_write_bytes(path, _encode(quantise(image, dtype), alpha, mode, fmt, suffix, path))
+    encoded = _encode(quantise(image, dtype), alpha, mode, fmt, suffix, path)
+    if text and fmt == "PNG":
+        encoded = png_with_text(encoded, text)
+    return atomic_write_bytes(path, encoded)
+
+
+def png_with_text(data: bytes, text: Mapping[str, str]) -> bytes:
+    """A PNG file's bytes with `tEXt` chunks (keyword, Latin-1 text) inserted after its header chunk (IHDR); the
+    image data is untouched. ValueError for bytes that are not a PNG or a keyword PNG does not allow."""
+    import struct
+    import zlib
+
+    if not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        raise ValueError("png_with_text: not a PNG file")
+    header_end = 8 + 8 + struct.unpack(">I", data[8:12])[0] + 4  # signature, length + type, data, CRC
+    chunks = []
+    for keyword, value in text.items():
+        key = keyword.encode("latin-1")
+        if not 1 <= len(key) <= 79 or b"\x00" in key:
+            raise ValueError(f"png_with_text: keyword {keyword!r} must be 1-79 Latin-1 characters")
+        body = b"tEXt" + key + b"\x00" + str(value).encode("latin-1", errors="replace")
+        chunks.append(struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF))
+    return data[:header_end] + b"".join(chunks) + data[header_end:]
 
 
 def quantise(pixels: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -128,3 +128,19 @@ def test_label_select_and_judge_write_their_records(tmp_path):
     assert main([*argv, "--device", "cpu"]) == 0
     chosen = json.loads((out / "record.json").read_text())
     assert chosen["command"] == "bdn select" and chosen["weights"][0]["name"] == "biqan.safetensors"
+
+
+def test_a_png_output_carries_its_record_inside(tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "in.png"
+    write_image(image, skdata.astronaut()[:48, :48] / 255.0)
+    assert main(["denoise", str(image), "-o", str(tmp_path / "out.png"), "-m", "median"]) == 0
+    text = Image.open(tmp_path / "out.png").text
+    assert text["Software"] == f"bdn {bdn.__version__}"
+    made = json.loads(text["bdn:record"])
+    assert made == {"method": "median", "params": {}, "input_sha256": file_sha256(image), "record": "out.png.json"}
+    # The pixels are what they would be without the text.
+    plain = tmp_path / "plain.png"
+    write_image(plain, bdn.read_image(tmp_path / "out.png")[0])
+    assert (bdn.read_image(plain)[0] == bdn.read_image(tmp_path / "out.png")[0]).all()
