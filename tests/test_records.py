@@ -144,3 +144,14 @@ def test_a_png_output_carries_its_record_inside(tmp_path):
     plain = tmp_path / "plain.png"
     write_image(plain, bdn.read_image(tmp_path / "out.png")[0])
     assert (bdn.read_image(plain)[0] == bdn.read_image(tmp_path / "out.png")[0]).all()
+
+
+def test_explain_writes_its_record(tmp_path):
+    image = tmp_path / "in.png"
+    write_image(image, skdata.camera()[:40, :40] / 255.0)
+    out = tmp_path / "explained"
+    argv = ["explain", str(image), "--model", "resnet_5x5_bn_3x3", "--pixels", "20,20", "-o", str(out)]
+    assert main(argv) == 0
+    record = read_record(out / "record.json")
+    assert record["command"] == "bdn explain" and record["inputs"][0]["sha256"] == file_sha256(image)
+    assert record["outputs"] and all(len(entry["sha256"]) == 64 for entry in record["outputs"])

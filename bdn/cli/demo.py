@@ -12,7 +12,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bdn.demo import run_demo
+    from bdn.demo import DEMO_SEED, run_demo
+    from bdn.record import make_record, options_of, write_record
 
-    run_demo(Path(args.output), methods=args.methods)
+    out = Path(args.output)
+    run_demo(out, methods=args.methods)
+    outputs = sorted(path for path in out.iterdir() if path.is_file() and path.name != "record.json")
+    record = make_record("bdn demo", options_of(args), outputs=outputs, seed=DEMO_SEED)
+    write_record(out / "record.json", record)
     return 0

@@ -50,6 +50,13 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.output or f"explain_{Path(args.image).stem}")
     title = args.model + (f", noise sigma {args.noise_sigma:g}" if args.noise_sigma else "")
     rows, paths = explain(model, image, pixels, out_dir, fraction=args.fraction, title=title)
+    from bdn.record import make_record, options_of, write_record
+
+    weights = [args.weights] if args.weights else []
+    record = make_record(
+        "bdn explain", options_of(args), inputs=[args.image], weights=weights, outputs=paths, seed=args.seed
+    )
+    write_record(out_dir / "record.json", record)
     print(markdown_table(pd.DataFrame(rows), floatfmt=".3g"))
     print(f"wrote {', '.join(map(str, paths))} (ERF: the radius holding {args.fraction:.0%} of the filter's |weight|)")
     return 0
