@@ -19,49 +19,13 @@ from bdn.noise import add_noise, estimate_noise_level, estimate_sigma
 __version__ = "0.1.0"
 
 
-def load_model(name: str, channels: int = 1, *, weights=None, device="cpu"):
-    """A trained feed-forward denoiser, ready to use (see `bdn.models.load_model`); imports torch only when called.
+def __getattr__(name: str):
+    # bdn.load_model is bdn.models.load_model, imported (with torch) when first asked for: `import bdn` stays light.
+    if name == "load_model":
+        from bdn.models import load_model
 
-    Parameters
-    ----------
-    name : str
-        A registered model (``bdn.models.list_models()``; those with shipped weights:
-        ``list_models(shipped=True)``, or `bdn methods`).
-    channels : int, default 1
-        1 for grey images, 3 for colour.
-    weights : str or pathlib.Path, optional
-        A .safetensors file written by bdn (`bdn train` or ``bdn.models.weights.save_weights``) for this model
-        and channel count; left out, the weights shipped with bdn for `name` and `channels`.
-    device : str or torch.device, default 'cpu'
-        Where the model is put.
-
-    Returns
-    -------
-    bdn.models.wrap.ImageDenoiser
-        A torch module in eval mode: uint8 [N, H, W, C] in, uint8 out, or float [N, C, H, W] in [0, 1] in,
-        float out (clamped to [0, 1]). The raw network is its ``.net``.
-
-    Raises
-    ------
-    BdnError
-        For an unknown model; no shipped weights for `name` and `channels` (the message lists those that ship);
-        and a weights file that is missing, not a bdn model file, holds another model or channel count, or whose
-        tensors do not fit the model.
-
-    Examples
-    --------
-    >>> import torch
-    >>> import bdn
-    >>> model = bdn.load_model("resnet_5x5_bn_3x3", channels=1)
-    >>> noisy = torch.randint(0, 256, (1, 32, 32, 1), dtype=torch.uint8)  # [N, H, W, C]
-    >>> with torch.no_grad():
-    ...     clean = model(noisy)
-    >>> clean.shape, clean.dtype
-    (torch.Size([1, 32, 32, 1]), torch.uint8)
-    """
-    from bdn.models import load_model as _load_model
-
-    return _load_model(name, channels, weights=weights, device=device)
+        return load_model
+    raise AttributeError(f"module 'bdn' has no attribute {name!r}")
 
 
 __all__ = [
