@@ -67,6 +67,16 @@ def _write_record(source: Path, target: Path, method: str, params: dict, overwri
     write_record(record_path(target), record)
 
 
+def _weights_read(method: str, params: dict, channels: int) -> str:
+    """The weights file(s) a method loaded for an image, for the row: as given with `weights`, else by name."""
+    from bdn.record import method_weights
+
+    given = params.get("weights")
+    return ", ".join(
+        str(given) if given is not None else path.name for path in method_weights(method, params, channels)
+    )
+
+
 def _embedded_record(source: Path, target: Path, method: str, params: dict) -> dict[str, str]:
     """What a PNG output carries inside (tEXt chunks): bdn's version, the method, its parameters, the input's
     SHA-256 and the name of the full record beside it."""
@@ -137,13 +147,9 @@ def denoise_files(
             report.problems.append(message if named else f"{source}: {message}")
             continue
         height, width = pixels.shape[:2]
-        report.rows.append(
-            {
-                "input": str(source),
-                "output": str(target),
-                "size": f"{width}x{height}",
-                "seconds": round(seconds, 2),
-                "status": "done",
-            }
-        )
+        row = {"input": str(source), "output": str(target), "size": f"{width}x{height}"}
+        read = _weights_read(method, params, 1 if pixels.ndim == 2 else 3)
+        if read:  # a trained model: the file it loaded (as given, or the shipped file's name)
+            row["weights"] = read
+        report.rows.append({**row, "seconds": round(seconds, 2), "status": "done"})
     return report

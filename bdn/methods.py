@@ -57,6 +57,10 @@ CLASSICAL_CHECK = "bdn.classical:check_params"
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
+        # A blind look at the image picks one of the methods below (bdn/auto.py says which rule comes from where).
+        Method(
+            "auto", "bdn.auto:auto", 16, "auto", "picks a method for the image and says which", check=CLASSICAL_CHECK
+        ),
         Method("nlm", "bdn.classical:nlm", 16, "classical", "non-local means", check=CLASSICAL_CHECK),
         Method("median", "bdn.classical:median", 5, "classical", "median filter", check=CLASSICAL_CHECK),
         Method(
@@ -92,11 +96,49 @@ METHODS: dict[str, Method] = {
 }
 
 
+def unshipped_models() -> list[str]:
+    """Registered models that ship no weights: not in `METHODS` (nor `bdn methods`, nor the default lists of
+    bench and demo), yet usable by name with ``weights=`` a file `bdn train` wrote. Imports torch."""
+    from bdn.models import list_models
+
+    return [name for name in list_models() if name not in METHODS]
+
+
+def _unshipped_method(name: str) -> Method:
+    return Method(
+        name,
+        "bdn.models.run:denoise_with_model",
+        8,
+        "model",
+        "trained model (no shipped weights: give weights=)",
+        (("model", name),),
+        "bdn.methods:check_unshipped_model_params",
+    )
+
+
+def check_unshipped_model_params(method: str, params: dict) -> None:
+    """A model that ships no weights needs a weights file: one line saying how to get and give one."""
+    if params.get("weights") is None:
+        raise BdnError(
+            f"{method} ships no trained weights: train them with `bdn train` (model name {method!r} in the "
+            f"pipeline config), then give the file: bdn denoise -m {method} --weights FILE "
+            f"(bdn.denoise(..., weights=FILE))"
+        )
+    from bdn.models.run import check_model_params
+
+    check_model_params(method, params)
+
+
 def get_method(name: str) -> Method:
-    try:
+    """The method `name`: one of `METHODS`, or a registered model that ships no weights (usable with weights=)."""
+    if name in METHODS:
         return METHODS[name]
-    except KeyError:
-        raise BdnError(f"unknown method {name!r}; choose from {', '.join(METHODS)}") from None
+    if isinstance(name, str) and name.isidentifier() and name in unshipped_models():
+        return _unshipped_method(name)
+    raise BdnError(
+        f"unknown method {name!r}; choose from {', '.join(METHODS)} (or, with a weights file, a registered model: "
+        "bdn methods --all)"
+    )
 
 
 # Methods whose package is an optional extra, not installed by `pip install bdn` (its licence is not MIT's):
@@ -187,11 +229,14 @@ def denoise(image: np.ndarray, method: str = "nlm", **params) -> np.ndarray:
         The noisy image: float, grey (H, W) or RGB (H, W, 3), values in [0, 1], finite, at least the method's
         ``METHODS[method].min_size`` pixels a side. `bdn.read_image` gives this.
     method : str, default 'nlm'
-        A key of `METHODS`: 'nlm', 'median', 'adaptive_median', 'adaptive_wiener', 'bm3d', 'dip' (see
-        `bdn.dip.denoise.dip`) or the name of a shipped trained model (see `bdn.load_model`).
+        A key of `METHODS`: 'auto' (a blind look at the image picks the method, see `bdn.auto`), 'nlm',
+        'median', 'adaptive_median', 'adaptive_wiener', 'bm3d', 'dip' (see `bdn.dip.denoise.dip`) or the name of a
+        shipped trained model (see `bdn.load_model`); any registered model (`bdn.models.list_models()`) with
+        ``weights=`` a file `bdn train` wrote for it.
     **params
         Keyword arguments of the method's function. ``sigma`` (0-255 units) is the noise level where a method
-        takes one; left out, the method estimates it (trained models are blind and do not use it).
+        takes one; left out, the method estimates it (trained models are blind and do not use it). A model
+        method takes ``weights`` (a .safetensors file for that model) in place of its shipped weights.
 
     Returns
     -------

@@ -15,8 +15,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("inputs", nargs="+", help="image files, folders or quoted glob patterns")
     add("-o", "--output", required=True, help="output folder (or file name for one input)")
-    # NLM by default: best of the classical methods on real camera noise (CC, PolyU) and 30x faster than BM3D there.
-    add("-m", "--method", default="nlm", help=f"one of: {', '.join(METHODS)} (default nlm)")
+    # auto by default: a blind look at each image picks the method bdn's bench found best for its noise (bdn/auto.py)
+    add(
+        "-m",
+        "--method",
+        help=f"one of: {', '.join(METHODS)}; or, with --weights, any model of `bdn methods --all` (default: the "
+        "model --weights was trained for, else auto, which picks a method for each image and says which)",
+    )
+    add("--weights", metavar="FILE", help="a model's weights file (written by bdn train) in place of its shipped ones")
     add("--sigma", type=float, help="noise level in 0-255 units (estimated when left out)")
     add("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter")
     add("--overwrite", action="store_true", help="replace outputs that exist (default: skip them)")
@@ -31,7 +37,14 @@ def run(args: argparse.Namespace) -> int:
     params = parse_params(args.param)
     if args.sigma is not None:
         params["sigma"] = args.sigma
-    report = denoise_files(args.inputs, Path(args.output), args.method, params, overwrite=args.overwrite)
+    if args.weights is not None:
+        params["weights"] = args.weights
+    method = args.method
+    if method is None and args.weights is not None:  # the model the file was written for
+        from bdn.models.weights import read_weights_metadata
+
+        method = read_weights_metadata(args.weights)[0]
+    report = denoise_files(args.inputs, Path(args.output), method or "auto", params, overwrite=args.overwrite)
     if report.rows:
         print(markdown_table(pd.DataFrame(report.rows)))
     done = sum(row["status"] == "done" for row in report.rows)
