@@ -11,8 +11,15 @@
   (0.41 s for the same image). Recording takes seconds, so the file is kept in a cache folder under a name made
   from the weights and reused.
 
-`bdn.models.run` uses `fast_form` by default and `onnx_form` with engine="onnxruntime";
-benchmarks/bf_models.py times all three.
+- `bf16_form(net)`: the folded copy, channels-last, run under `torch.autocast("cpu", torch.bfloat16)`: the
+  convolutions compute in bfloat16 (AMX / AVX512-BF16 kernels), the output comes back as float32. Every shipped
+  model keeps its Set12 PSNR (sigma 25) within 0.02 dB of float32 this way; running the output convolution in
+  float32 too moved it by 0.001 dB at most (resnet_5x5_bn_3x3, sparse_resnet_5x5_bn_3x3, the official
+  BF-DnCNN), so the whole net computes in bf16.
+
+`bdn.models.run` uses `fast_form` by default, `onnx_form` with engine="onnxruntime" and `bf16_form` with
+precision="bf16" (the default "auto" picks it where the CPU computes bf16 natively: `bf16_supported`);
+benchmarks/bf_models.py times the fp32 forms, benchmarks/models_speed.py fp32 against bf16.
 """
 
 from __future__ import annotations
@@ -31,7 +38,12 @@ from torch import nn
 from bdn.errors import BdnError, BdnWarning
 
 ENGINES = ("torch", "onnxruntime")
+PRECISIONS = ("auto", "fp32", "bf16")
 TOLERANCE = 1e-4  # max abs difference allowed between a fast form and the model, on outputs in [0, 1]
+# bf16 keeps 8 bits of mantissa: a gross error (a layer that overflows, a wrong layout) shows as far more than this
+# on the check input; the accuracy that matters (PSNR on Set12 within 0.02 dB) is measured by
+# benchmarks/models_speed.py, and models that miss it are in FP32_ONLY.
+BF16_TOLERANCE = 0.05
 CACHE_ENV = "BDN_CACHE"  # where onnx_form keeps its files (default ~/.cache/bdn)
 _CHECK_SIZE = (1, 45, 38)  # (N, H, W) of the random input a fast form is checked on: odd and even sides
 
@@ -262,10 +274,61 @@ def _loaded_runner(path: Path) -> tuple[OnnxRunner | None, str | None]:
         return None, f"onnxruntime cannot load it: {said.rsplit('failed:', 1)[-1].strip()}"
 
 
-def inference_form(net: nn.Module, channels: int, engine: str = "torch") -> Callable[[torch.Tensor], torch.Tensor]:
-    """`net` for inference with the named engine: 'torch' (fast_form) or 'onnxruntime' (onnx_form)."""
+class Bf16Autocast(nn.Module):
+    """Runs `net` channels-last under CPU autocast to bfloat16; float32 [N, C, H, W] in, contiguous float32 out."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = self.net(x.contiguous(memory_format=torch.channels_last))
+        return out.float().contiguous()
+
+
+def bf16_form(net: nn.Module, channels: int) -> nn.Module:
+    """`net` with its norms folded, computing in bfloat16 (see the module docstring); BdnError where its output
+    on the check input differs from float32 by more than BF16_TOLERANCE (or is not finite)."""
+    net = net.eval()
+    fast = Bf16Autocast(fold_norms(net))
+    difference = largest_difference(fast, net, channels)
+    if not difference <= BF16_TOLERANCE:
+        raise BdnError(f"{type(net).__name__} in bf16 differs from float32 by {difference:.3g}: use precision=fp32")
+    return fast
+
+
+def resolve_precision(precision: str, model: str | None = None) -> str:
+    """'fp32' or 'bf16' for a model method's `precision` ('auto', 'fp32' or 'bf16') on this CPU.
+
+    'auto' is bf16 where the CPU computes it natively (bdn.dip.precision.bf16_supported: AMX or AVX512-BF16) and
+    the model is not in FP32_ONLY (bf16 costs it more than 0.02 dB on Set12, or does not make it faster)."""
+    from bdn.dip.precision import resolve_precision as resolve_for_device
+
+    if precision not in PRECISIONS:  # the same message as DIP's precision
+        raise BdnError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto" and model in FP32_ONLY:
+        return "fp32"
+    return resolve_for_device(precision, torch.device("cpu"))
+
+
+# Models whose 'auto' precision is fp32 although the CPU has bf16: see benchmarks/records/models_bf16_cpu.md.
+FP32_ONLY: frozenset[str] = frozenset()
+
+
+def inference_form(
+    net: nn.Module, channels: int, engine: str = "torch", precision: str = "fp32"
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`net` for inference with the named engine: 'torch' (fast_form) or 'onnxruntime' (onnx_form) in float32;
+    precision 'bf16' (already resolved: see `resolve_precision`) is the torch engine's `bf16_form`."""
+    if engine not in ENGINES:
+        raise BdnError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if precision == "bf16":
+        if engine != "torch":
+            raise BdnError(f"precision bf16 runs on the torch engine, not {engine}: use precision=fp32 with it")
+        return bf16_form(net, channels)
+    if precision != "fp32":
+        raise BdnError(f"precision must be fp32 or bf16 here, got {precision!r}")
     if engine == "torch":
         return fast_form(net, channels)
-    if engine == "onnxruntime":
-        return onnx_form(net, channels)
-    raise BdnError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    return onnx_form(net, channels)

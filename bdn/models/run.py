@@ -38,6 +38,20 @@ def smallest_tile(model: str) -> int:
     return 2 * overlap + spec.multiple
 
 
+def model_precision(model: str, engine: str = "torch", precision: str = "auto") -> str:
+    """'fp32' or 'bf16': what `precision` means for `model` on this CPU with `engine`. 'auto' is bf16 where the CPU
+    has it (bdn.models.fast.resolve_precision) on the torch engine, fp32 with onnxruntime; an explicit bf16 with
+    onnxruntime is refused (BdnError), as is any other value."""
+    from bdn.models.fast import resolve_precision
+
+    resolved = resolve_precision(precision, model)
+    if engine != "torch" and resolved == "bf16":
+        if precision == "bf16":
+            raise BdnError(f"precision bf16 runs on the torch engine, not {engine}: use precision=fp32 or auto")
+        return "fp32"
+    return resolved
+
+
 def check_model_params(method: str, params: dict) -> None:
     """The checks `denoise_with_model` needs of its parameters, made once before any image is read (the weights
     file's header is read; its tensors are not): BdnError naming the parameter otherwise."""
@@ -54,6 +68,11 @@ def check_model_params(method: str, params: dict) -> None:
     engine = params.get("engine", "torch")
     if engine not in ENGINES:
         raise BdnError(f"{method}: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    precision = params.get("precision", "auto")
+    try:
+        model_precision(params["model"], engine, precision)
+    except BdnError as error:
+        raise BdnError(f"{method}: {error}") from None
     weights = params.get("weights")
     if weights is not None:
         try:
@@ -70,18 +89,22 @@ def denoise_with_model(
     weights: str | None = None,
     tile: int = TILE,
     engine: str = "torch",
+    precision: str = "auto",
 ) -> np.ndarray:
     """Denoise a float image in [0, 1] with a trained model (blind: `sigma` is not used).
 
     `engine`: 'torch' runs the model with its batch norms folded (bdn.models.fast.fast_form), 'onnxruntime'
-    through onnxruntime (faster on CPUs; the first call records an ONNX file into the cache folder)."""
+    through onnxruntime (faster on CPUs in float32; the first call records an ONNX file into the cache folder).
+    `precision`: 'fp32', 'bf16' (torch engine: the convolutions in bfloat16 under autocast, channels-last) or
+    'auto': bf16 where the CPU computes it natively (AMX or AVX512-BF16) and the model keeps its Set12 PSNR
+    within 0.02 dB in it (benchmarks/records/models_bf16_cpu.md), else fp32."""
     from bdn.models.fast import inference_form
     from bdn.models.registry import get_model_spec
 
     channels = 1 if image.ndim == 2 else 3
     net, takes = _net_for(model, channels, weights)
     spec = get_model_spec(model)  # its tiles: `reach` pixels of context, origins on its `multiple` grid
-    run = inference_form(net, takes, engine)
+    run = inference_form(net, takes, engine, model_precision(model, engine, precision))
     return np.clip(run_per_channel(run, image, takes, tile, spec.reach, spec.multiple), 0.0, 1.0).astype(np.float32)
 
 
