@@ -58,8 +58,14 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         # A blind look at the image picks one of the methods below (bdn/auto.py says which rule comes from where).
+        # Family "classical": its look is classical and runs on the CPU (app/logic.py orders by the three families).
         Method(
-            "auto", "bdn.auto:auto", 16, "auto", "picks a method for the image and says which", check=CLASSICAL_CHECK
+            "auto",
+            "bdn.auto:auto",
+            16,
+            "classical",
+            "picks a method for the image and says which",
+            check=CLASSICAL_CHECK,
         ),
         Method("nlm", "bdn.classical:nlm", 16, "classical", "non-local means", check=CLASSICAL_CHECK),
         Method("median", "bdn.classical:median", 5, "classical", "median filter", check=CLASSICAL_CHECK),
