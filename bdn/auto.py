@@ -46,6 +46,14 @@ WHITE_GREY_MODEL = "resnet_5x5_bn_3x3"
 FALLBACK = "nlm"
 
 
+class Picked(BdnWarning):
+    """auto's note of the method it picked; `.method` names it (bdn denoise lists that method's weights)."""
+
+    def __init__(self, message: str, method: str) -> None:
+        super().__init__(message)
+        self.method = method
+
+
 @dataclass(frozen=True)
 class Look:
     """What auto measured of an image."""
@@ -117,7 +125,7 @@ def auto(image: np.ndarray, sigma: float | None = None) -> np.ndarray:
 
     seen = look(image)
     method, why = pick(seen)
-    warnings.warn(f"auto: picked {method} ({why})", BdnWarning, stacklevel=2)
+    warnings.warn(Picked(f"auto: picked {method} ({why})", method), stacklevel=2)
     params = {}
     if sigma is not None and "sigma" in inspect.signature(method_function(method)).parameters:
         params["sigma"] = sigma

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bdn.auto import Picked
 from bdn.errors import BdnError, BdnWarning
 from bdn.io import (
     IMAGE_EXTENSIONS,
@@ -50,8 +51,11 @@ def plan_outputs(inputs: list[Path], out: Path) -> dict[Path, Path]:
     return {path: out / path.name for path in inputs}
 
 
-def _write_record(source: Path, target: Path, method: str, params: dict, overwrite: bool, channels: int) -> None:
-    """The output's run record, beside it (`<output>.json`, bdn.record); `bdn verify` re-runs it."""
+def _write_record(
+    source: Path, target: Path, method: str, params: dict, overwrite: bool, channels: int, ran: str
+) -> None:
+    """The output's run record, beside it (`<output>.json`, bdn.record); `bdn verify` re-runs it. `ran`: the method
+    that made the image (auto's pick, else `method`), whose weights the record lists."""
     from bdn.record import make_record, method_device, method_seed, method_weights, record_path, write_record
 
     options = {"method": method, "params": params, "overwrite": overwrite}
@@ -59,7 +63,7 @@ def _write_record(source: Path, target: Path, method: str, params: dict, overwri
         "denoise",
         options,
         inputs=[source],
-        weights=method_weights(method, params, channels),
+        weights=method_weights(ran, params if ran == method else {}, channels),
         outputs=[target],
         seed=method_seed(method, params),
         device=method_device(method, params),
@@ -134,13 +138,16 @@ def denoise_files(
                 warnings.simplefilter("always", BdnWarning)
                 result = denoise(pixels, method, **params)
             seconds = time.perf_counter() - start
+            ran = method  # auto says which method it ran: the row and the record name that one's weights
             for warning in said:
+                if isinstance(warning.message, Picked):
+                    ran = warning.message.method
                 if issubclass(warning.category, BdnWarning):
                     report.notes.append(f"{source}: {warning.message}")
                 else:  # not ours: let Python show it as it would have
                     warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
             write_image(target, result, info, text=_embedded_record(source, target, method, params))
-            _write_record(source, target, method, params, overwrite, 1 if pixels.ndim == 2 else 3)
+            _write_record(source, target, method, params, overwrite, 1 if pixels.ndim == 2 else 3, ran)
         except BdnError as error:  # a method's message may not name the file; the batch's line always does
             message = str(error)
             named = message.startswith((str(source), str(target)))
@@ -148,7 +155,7 @@ def denoise_files(
             continue
         height, width = pixels.shape[:2]
         row = {"input": str(source), "output": str(target), "size": f"{width}x{height}"}
-        read = _weights_read(method, params, 1 if pixels.ndim == 2 else 3)
+        read = _weights_read(ran, params if ran == method else {}, 1 if pixels.ndim == 2 else 3)
         if read:  # a trained model: the file it loaded (as given, or the shipped file's name)
             row["weights"] = read
         report.rows.append({**row, "seconds": round(seconds, 2), "status": "done"})

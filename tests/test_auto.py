@@ -50,7 +50,9 @@ def test_auto_says_what_it_picked_and_gives_that_result():
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always", BdnWarning)
         out = bdn.denoise(noisy, "auto")
-    assert [str(w.message) for w in said if w.category is BdnWarning][0].startswith(f"auto: picked {IMPULSE_METHOD} (")
+    assert [str(w.message) for w in said if issubclass(w.category, BdnWarning)][0].startswith(
+        f"auto: picked {IMPULSE_METHOD} ("
+    )
     assert np.array_equal(out, bdn.denoise(noisy, IMPULSE_METHOD))
 
 
@@ -68,3 +70,16 @@ def test_bdn_denoise_defaults_to_auto_and_prints_the_pick(tmp_path, capsys):
     assert main(["denoise", str(tmp_path / "noisy.png"), "-o", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert f"auto: picked {IMPULSE_METHOD} (impulse noise" in out and "note: " in out
+
+
+def test_row_and_record_name_the_weights_of_the_model_auto_ran(tmp_path, capsys):
+    import json
+
+    from bdn.record import record_path
+
+    write_image(tmp_path / "grey.png", _clipped(GREY, "gaussian", 25))
+    assert main(["denoise", str(tmp_path / "grey.png"), "-o", str(tmp_path / "out")]) == 0
+    shipped = f"model_{WHITE_GREY_MODEL}_grey.safetensors"
+    assert shipped in capsys.readouterr().out
+    record = json.loads(record_path(tmp_path / "out" / "grey.png").read_text())
+    assert record["options"]["method"] == "auto" and [w["name"] for w in record["weights"]] == [shipped]
