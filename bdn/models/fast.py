@@ -291,6 +291,9 @@ def bf16_form(net: nn.Module, channels: int) -> nn.Module:
     """`net` with its norms folded, computing in bfloat16 (see the module docstring); BdnError where its output
     on the check input differs from float32 by more than BF16_TOLERANCE (or is not finite)."""
     net = net.eval()
+    with torch.inference_mode():
+        if not torch.isfinite(net(_check_input(channels))).all():
+            return net  # broken weights: float32 shows it, and the caller's NaN check names the file
     fast = Bf16Autocast(fold_norms(net))
     difference = largest_difference(fast, net, channels)
     if not difference <= BF16_TOLERANCE:
