@@ -105,3 +105,21 @@ def interrupt_on_call(monkeypatch):
         return lambda: monkeypatch.setattr(module, name, real)
 
     return patch
+
+
+def tiny_train_config(model: str, folder, **train) -> dict:
+    """The smallest `bdn train` pipeline config: a grey `model` on 24-pixel patches of the images in `folder`,
+    validated at sigma 25 on 48-pixel crops; `train` keys override the one epoch on one thread."""
+    return {
+        "model": {"name": model, "channels": 1},
+        "data": {
+            "dataset": str(folder),
+            "patch": 24,
+            "patches_per_epoch": 16,
+            "batch_size": 8,
+            "val_fraction": 0.3,
+            "val_sigmas": [25],
+            "val_crop": 48,
+        },
+        "train": {"epochs": 1, "threads": 1, **train},
+    }

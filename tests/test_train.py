@@ -8,6 +8,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_train_config
 from skimage import data as skdata
 
 import bdn.train as train_module
@@ -34,19 +35,7 @@ def clean_folder(tmp_path):
 
 
 def _config(tmp_path, folder, **train) -> str:
-    config = {
-        "model": {"name": "resnet_5x5_bn_3x3", "channels": 1},
-        "data": {
-            "dataset": str(folder),
-            "patch": 24,
-            "patches_per_epoch": 16,
-            "batch_size": 8,
-            "val_fraction": 0.3,
-            "val_sigmas": [25],
-            "val_crop": 48,
-        },
-        "train": {"epochs": 2, "threads": 1, **train},
-    }
+    config = tiny_train_config("resnet_5x5_bn_3x3", folder, **{"epochs": 2, **train})
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     return str(path)

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import tiny_train_config
 from skimage import data as skdata
 
 import bdn
@@ -28,19 +29,7 @@ def trained(tmp_path_factory):
     camera = skdata.camera() / 255.0
     for k in range(4):
         write_image(folder / f"camera{k}.png", camera[k * 100 : k * 100 + 80, 100:180])
-    config = {
-        "model": {"name": UNSHIPPED, "channels": 1},
-        "data": {
-            "dataset": str(folder),
-            "patch": 24,
-            "patches_per_epoch": 16,
-            "batch_size": 8,
-            "val_fraction": 0.3,
-            "val_sigmas": [25],
-            "val_crop": 48,
-        },
-        "train": {"epochs": 1, "threads": 1},
-    }
+    config = tiny_train_config(UNSHIPPED, folder)
     (root / "config.json").write_text(json.dumps(config))
     args = ["train", "--model-directory", str(root / "model"), "--pipeline-config", str(root / "config.json")]
     assert main([*args, "--no-progress"]) == 0
