@@ -81,6 +81,9 @@ DEFAULTS: dict = {
         "load_weights": None,
         "recalibrate_batches": 16,
         "minutes": 0,  # > 0: train for this long (the cosine spans the time, epochs become a cap)
+        # fp32 | bf16 | auto: bf16 runs the forward pass under autocast, channels-last on the CPU (weights, Adam and
+        # the loss stay float32); auto = bf16 where the hardware has it. fp32 by default: older runs resume unchanged.
+        "precision": "fp32",
     },
 }
 SEED_MODELS = {"U-net": "unet", "u-net": "unet", "UNet": "unet", "VAE": "vae"}
@@ -175,6 +178,8 @@ def _check_config(config: dict, where: str) -> None:
         raise BdnError(f"{where}: train.lr must be positive")
     if not isinstance(train["minutes"], (int, float)) or train["minutes"] < 0:
         raise BdnError(f"{where}: train.minutes must be a number >= 0 (0: train for train.epochs)")
+    if train["precision"] not in ("auto", "fp32", "bf16"):
+        raise BdnError(f"{where}: train.precision must be auto, fp32 or bf16, got {train['precision']!r}")
 
 
 # --- data ----------------------------------------------------------------------------------------------
@@ -410,6 +415,7 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
     """Train (or resume) the config's model into `model_directory`; returns the last log row."""
     from tqdm import tqdm
 
+    from bdn.dip.precision import resolve_precision
     from bdn.io import atomic_write_text
     from bdn.models import build_model
     from bdn.models.losses import training_loss
@@ -423,6 +429,9 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
     data = TrainingData(config)
     torch.manual_seed(settings["seed"])
     net = build_model(name, channels).to(device).train()
+    bf16 = resolve_precision(settings["precision"], device) == "bf16"
+    layout = torch.channels_last if bf16 and device.type == "cpu" else torch.contiguous_format
+    net = net.to(memory_format=layout)  # channels-last: the layout AMX's bf16 convolutions are fast in
     optimizer = torch.optim.Adam(net.parameters(), lr=settings["lr"])
     steps_per_epoch = math.ceil(config["data"]["patches_per_epoch"] / config["data"]["batch_size"])
     total = steps_per_epoch * settings["epochs"]
@@ -462,7 +471,9 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
                 low = settings["min_lr"]
                 optimizer.param_groups[0]["lr"] = low + 0.5 * (settings["lr"] - low) * (1 + math.cos(math.pi * done))
             noisy, clean = (t.to(device) for t in data.batch(batch_size, rng))
-            loss, _ = training_loss(net, net(noisy), clean, config["loss"])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = net(noisy.contiguous(memory_format=layout))
+            loss, _ = training_loss(net, out.float(), clean, config["loss"])
             sparsity = net.sparsity() if settings["sparsity"] and hasattr(net, "sparsity") else None
             total_loss = loss if sparsity is None else loss + settings["sparsity"] * sparsity
             optimizer.zero_grad(set_to_none=True)

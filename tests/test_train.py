@@ -214,3 +214,19 @@ def test_recalibrated_norms_hold_the_average_batch_variance(clean_folder):
             variances.append(h.var(dim=(0, 2, 3), unbiased=False))
     assert torch.allclose(first_norm.running_var, torch.stack(variances).mean(0), rtol=1e-5)
     assert first_norm.momentum == 0.1 and not net.training
+
+
+def test_bf16_training_runs_and_a_bad_precision_is_one_line(tmp_path, clean_folder, capsys):
+    psnr = {}
+    for precision in ("fp32", "bf16"):
+        (tmp_path / precision).mkdir()
+        config = _config(tmp_path / precision, clean_folder, epochs=1, precision=precision)
+        args = ["--model-directory", str(tmp_path / precision), "--pipeline-config", config, "--no-progress"]
+        assert main(args) == 0
+        net, meta = load_weights(tmp_path / precision / "best.safetensors")
+        psnr[precision] = float(meta["val_psnr"])
+        assert all(p.is_contiguous() for p in net.state_dict().values())  # channels-last weights saved plainly
+    assert abs(psnr["bf16"] - psnr["fp32"]) < 0.5  # the same training, computed in bf16
+    bad = _config(tmp_path, clean_folder, precision="half")
+    assert main(["--model-directory", str(tmp_path / "bad"), "--pipeline-config", bad]) == 1
+    assert "train.precision must be auto, fp32 or bf16, got 'half'" in capsys.readouterr().err

@@ -33,7 +33,7 @@ class BiasFreeBatchNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            var = x.var(dim=(0, 2, 3), unbiased=False)
+            var = x.float().var(dim=(0, 2, 3), unbiased=False)  # float32 statistics under bf16 autocast too
             with torch.no_grad():
                 if self.momentum is None:
                     self.seen += 1
