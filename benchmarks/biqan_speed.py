@@ -31,7 +31,8 @@ def _forward_nchw(model, x: torch.Tensor) -> torch.Tensor:
     return torch.softmax(model.classifier(x), dim=1)
 
 
-def _median_seconds(step, repeats: int) -> float:
+def median_seconds(step, repeats: int) -> float:
+    """Seconds a call of `step` takes: the median of `repeats` timed calls after two warm-ups."""
     step()
     step()
     times = []
@@ -72,8 +73,8 @@ def measure(batch: int, repeats: int) -> pd.DataFrame:
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 forward(x)
 
-        train = _median_seconds(train_step, repeats)
-        score = _median_seconds(score_step, repeats)
+        train = median_seconds(train_step, repeats)
+        score = median_seconds(score_step, repeats)
         rows.append(
             {
                 "variant": name,

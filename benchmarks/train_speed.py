@@ -10,15 +10,16 @@ two warm-ups. Writes <out>/table.md and table.csv.
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from bdn.cli.options import OneLineParser
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from biqan_speed import median_seconds  # noqa: E402  (one timing rule for the speed benchmarks)
 
 MODELS = ("resnet_5x5_bn_3x3", "sparse_resnet_5x5_bn_3x3", "gp3_resnet_5x5_bn_3x3", "unet", "mwcnn")
 
@@ -43,14 +44,7 @@ def steps_per_second(name: str, precision: str, patch: int, batch: int, repeats:
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         optimizer.step()
 
-    step()
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1.0 / statistics.median(times)
+    return 1.0 / median_seconds(step, repeats)
 
 
 def main(argv: list[str] | None = None) -> int:
