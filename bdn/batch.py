@@ -26,6 +26,7 @@ from bdn.io import (
     write_image,
 )
 from bdn.methods import check_params, denoise, get_method
+from bdn.record import file_entry, method_weights
 
 
 @dataclass
@@ -51,19 +52,17 @@ def plan_outputs(inputs: list[Path], out: Path) -> dict[Path, Path]:
     return {path: out / path.name for path in inputs}
 
 
-def _write_record(
-    source: Path, target: Path, method: str, params: dict, overwrite: bool, channels: int, ran: str
-) -> None:
-    """The output's run record, beside it (`<output>.json`, bdn.record); `bdn verify` re-runs it. `ran`: the method
-    that made the image (auto's pick, else `method`), whose weights the record lists."""
-    from bdn.record import make_record, method_device, method_seed, method_weights, record_path, write_record
+def _write_record(source: dict, target: Path, method: str, params: dict, overwrite: bool, weights: list[Path]) -> None:
+    """The output's run record, beside it (`<output>.json`, bdn.record); `bdn verify` re-runs it. `source`: the
+    input's `file_entry`; `weights`: the files the method that made the image loaded (auto's pick, else `method`)."""
+    from bdn.record import make_record, method_device, method_seed, record_path, write_record
 
     options = {"method": method, "params": params, "overwrite": overwrite}
     record = make_record(
         "denoise",
         options,
         inputs=[source],
-        weights=method_weights(ran, params if ran == method else {}, channels),
+        weights=weights,
         outputs=[target],
         seed=method_seed(method, params),
         device=method_device(method, params),
@@ -71,25 +70,15 @@ def _write_record(
     write_record(record_path(target), record)
 
 
-def _weights_read(method: str, params: dict, channels: int) -> str:
-    """The weights file(s) a method loaded for an image, for the row: as given with `weights`, else by name."""
-    from bdn.record import method_weights
-
-    given = params.get("weights")
-    return ", ".join(
-        str(given) if given is not None else path.name for path in method_weights(method, params, channels)
-    )
-
-
-def _embedded_record(source: Path, target: Path, method: str, params: dict) -> dict[str, str]:
+def _embedded_record(source: dict, target: Path, method: str, params: dict) -> dict[str, str]:
     """What a PNG output carries inside (tEXt chunks): bdn's version, the method, its parameters, the input's
-    SHA-256 and the name of the full record beside it."""
+    SHA-256 (`source`: its `file_entry`) and the name of the full record beside it."""
     import json
 
     from bdn import __version__
-    from bdn.record import file_sha256, jsonable, record_path
+    from bdn.record import jsonable, record_path
 
-    made = {"method": method, "params": jsonable(params), "input_sha256": file_sha256(source)}
+    made = {"method": method, "params": jsonable(params), "input_sha256": source["sha256"]}
     made["record"] = record_path(target).name
     return {"Software": f"bdn {__version__}", "bdn:record": json.dumps(made, sort_keys=True)}
 
@@ -146,8 +135,11 @@ def denoise_files(
                     report.notes.append(f"{source}: {warning.message}")
                 else:  # not ours: let Python show it as it would have
                     warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-            write_image(target, result, info, text=_embedded_record(source, target, method, params))
-            _write_record(source, target, method, params, overwrite, 1 if pixels.ndim == 2 else 3, ran)
+            # Looked up once: the row, the record and the PNG's own text all say the same.
+            weights = method_weights(ran, params if ran == method else {}, 1 if pixels.ndim == 2 else 3)
+            entry = file_entry(source)
+            write_image(target, result, info, text=_embedded_record(entry, target, method, params))
+            _write_record(entry, target, method, params, overwrite, weights)
         except BdnError as error:  # a method's message may not name the file; the batch's line always does
             message = str(error)
             named = message.startswith((str(source), str(target)))
@@ -155,8 +147,8 @@ def denoise_files(
             continue
         height, width = pixels.shape[:2]
         row = {"input": str(source), "output": str(target), "size": f"{width}x{height}"}
-        read = _weights_read(ran, params if ran == method else {}, 1 if pixels.ndim == 2 else 3)
-        if read:  # a trained model: the file it loaded (as given, or the shipped file's name)
-            row["weights"] = read
+        if weights:  # a trained model: the file it loaded (as given, or the shipped file's name)
+            given = params.get("weights") if ran == method else None
+            row["weights"] = ", ".join(str(given) if given is not None else path.name for path in weights)
         report.rows.append({**row, "seconds": round(seconds, 2), "status": "done"})
     return report

@@ -157,14 +157,15 @@ def make_record(
     command: str,
     options: Mapping,
     *,
-    inputs: Iterable[str | Path] = (),
+    inputs: Iterable[str | Path | Mapping] = (),
     weights: Iterable[str | Path] = (),
     outputs: Iterable[str | Path] = (),
     seed: int | None = None,
     device: str | None = None,
     **extra,
 ) -> dict:
-    """A run record (see the module docstring); `extra` keys are added as they are."""
+    """A run record (see the module docstring); `extra` keys are added as they are. An input may be given as its
+    `file_entry` already (so a file hashed once for another purpose is not read again)."""
     record = {
         "format": FORMAT,
         "command": command,
@@ -174,7 +175,7 @@ def make_record(
         "environment": environment(device),
         "seed": seed,
         "options": jsonable(options),
-        "inputs": [file_entry(path) for path in inputs],
+        "inputs": [dict(path) if isinstance(path, Mapping) else file_entry(path) for path in inputs],
         "weights": [file_entry(path, Path(path).name) for path in weights],
         "outputs": [file_entry(path) for path in outputs],
     }
