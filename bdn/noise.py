@@ -22,7 +22,7 @@ import numpy as np
 
 from bdn.errors import BdnError
 
-__all__ = ["NOISE_MODELS", "NoiseModel", "add_noise", "estimate_sigma", "parse_noise"]
+__all__ = ["NOISE_MODELS", "NoiseModel", "add_noise", "estimate_sigma", "jpeg_roundtrip", "parse_noise"]
 
 NoiseFunction = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
 
@@ -85,6 +85,57 @@ def _uniform(x: np.ndarray, half_width: float, rng: np.random.Generator) -> np.n
     return x + rng.uniform(-w, w, size=x.shape)
 
 
+def _signal_dependent_std(x: np.ndarray, sigma: float) -> np.ndarray:
+    """The std of a sensor's noise at intensity x: half shot noise (variance grows with x), half read noise
+    (constant), scaled so that it is sigma/255 at mid-grey: var(x) = (sigma/255)^2 (x + 0.5)."""
+    return (sigma / 255.0) * np.sqrt(np.clip(x, 0.0, None) + 0.5)
+
+
+def _poisson_gaussian(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    return x + _signal_dependent_std(x, sigma) * rng.standard_normal(x.shape)
+
+
+# Bilinear demosaicing as two convolutions: red and blue are known on one pixel in four, green on one in two.
+_DEMOSAIC_RB = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float64) / 4.0
+_DEMOSAIC_G = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], dtype=np.float64) / 4.0
+# A typical camera-to-sRGB colour correction matrix (rows sum to 1, so grey stays grey): it mixes each channel's
+# noise into the others, which is where real photographs' cross-channel correlation comes from.
+_COLOUR_CORRECTION = np.array([[1.6, -0.45, -0.15], [-0.25, 1.5, -0.25], [-0.05, -0.5, 1.55]])
+
+
+def _bayer_masks(height: int, width: int) -> np.ndarray:
+    """(H, W, 3) 0/1 masks of an RGGB colour filter array: which channel each sensor pixel records."""
+    masks = np.zeros((height, width, 3))
+    masks[0::2, 0::2, 0] = 1
+    masks[0::2, 1::2, 1] = 1
+    masks[1::2, 0::2, 1] = 1
+    masks[1::2, 1::2, 2] = 1
+    return masks
+
+
+def _camera(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    # A camera's noise is drawn once per sensor pixel (each behind one colour filter) and then spread over
+    # neighbours by demosaicing and over channels by the colour correction: correlated, as in real photographs.
+    import cv2
+
+    if x.ndim == 2:  # a grey sensor has no filter array; the interpolation still correlates neighbours
+        sensor = _signal_dependent_std(x, sigma) * rng.standard_normal(x.shape)
+        return x + cv2.filter2D(sensor, -1, _DEMOSAIC_G, borderType=cv2.BORDER_REFLECT)
+    masks = _bayer_masks(*x.shape[:2])
+    recorded = (x * masks).sum(axis=2)
+    sensor = _signal_dependent_std(recorded, sigma) * rng.standard_normal(recorded.shape)
+    noise = np.stack(
+        [
+            cv2.filter2D(
+                sensor * masks[..., c], -1, _DEMOSAIC_G if c == 1 else _DEMOSAIC_RB, borderType=cv2.BORDER_REFLECT
+            )
+            for c in range(3)
+        ],
+        axis=2,
+    )
+    return x + noise @ _COLOUR_CORRECTION.T
+
+
 NOISE_MODELS: dict[str, NoiseModel] = {
     m.name: m
     for m in (
@@ -114,6 +165,21 @@ NOISE_MODELS: dict[str, NoiseModel] = {
             maximum=1.0,
         ),
         NoiseModel("uniform", "half_width", 25.0, "uniform: y = x + n, n ~ U(-w/255, w/255)", _uniform),
+        NoiseModel(
+            "poisson_gaussian",
+            "sigma",
+            25.0,
+            "shot and read noise: y = x + s(x) n, s(x)^2 = (sigma/255)^2 (x + 0.5); sigma at mid-grey",
+            _poisson_gaussian,
+        ),
+        NoiseModel(
+            "camera",
+            "sigma",
+            25.0,
+            "a sensor's shot and read noise (sigma at mid-grey) on an RGGB mosaic, bilinearly demosaiced and "
+            "colour-corrected: correlated between neighbours and channels",
+            _camera,
+        ),
     )
 }
 
@@ -181,6 +247,11 @@ def add_noise(
         - 'salt_pepper': amount, default 0.05, [0, 1]; that fraction of pixel positions set to 0 or 1, half
           each, in every channel at once (a hit pixel turns fully black or fully white).
         - 'uniform': half_width w (0-255 units), default 25, [0, inf); y = x + n, n ~ U(-w/255, w/255).
+        - 'poisson_gaussian': sigma (0-255 units), default 25, [0, inf); shot plus read noise,
+          y = x + s(x) n with s(x)^2 = (sigma/255)^2 (x + 0.5): sigma at mid-grey, more in the highlights.
+        - 'camera': sigma (0-255 units), default 25, [0, inf); 'poisson_gaussian' drawn once per pixel of an
+          RGGB sensor, bilinearly demosaiced and colour-corrected, so the noise is correlated between
+          neighbours and channels (a grey image: between neighbours) as in a camera's photographs.
     strength : float, optional
         The model's strength parameter; None: the model's default.
     seed : int, optional
@@ -229,6 +300,25 @@ def add_noise(
     if clip:
         y = np.clip(y, 0.0, 1.0)
     return y.astype(np.float32)
+
+
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    """`image` (float [0, 1], grey or RGB) saved as an 8-bit JPEG at `quality` (1-100) and read back, as float32:
+    what a camera or a web upload does to a noisy photograph after the noise (blocks, smeared chroma)."""
+    import cv2
+
+    from bdn.io import quantise
+
+    if not 1 <= int(quality) <= 100:
+        raise BdnError(f"JPEG quality must be in [1, 100], got {quality}")
+    pixels = np.ascontiguousarray(quantise(np.asarray(image), np.uint8))
+    colour = pixels.ndim == 3
+    bgr = np.ascontiguousarray(pixels[..., ::-1]) if colour else pixels  # OpenCV stores colour as BGR
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise BdnError("JPEG encoding failed")
+    decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
+    return (decoded[..., ::-1] if colour else decoded).astype(np.float32) / 255.0
 
 
 def parse_noise(spec: str) -> tuple[str, float | None]:

@@ -30,7 +30,7 @@ def astronaut() -> np.ndarray:
 # --- registry --------------------------------------------------------------------------------------
 
 
-def test_registry_lists_the_six_models_with_spec_defaults():
+def test_registry_lists_the_models_with_spec_defaults():
     defaults = {name: (m.parameter, m.default) for name, m in NOISE_MODELS.items()}
     assert defaults == {
         "gaussian": ("sigma", 25.0),
@@ -39,6 +39,8 @@ def test_registry_lists_the_six_models_with_spec_defaults():
         "speckle": ("variance", 0.01),
         "salt_pepper": ("amount", 0.05),
         "uniform": ("half_width", 25.0),
+        "poisson_gaussian": ("sigma", 25.0),
+        "camera": ("sigma", 25.0),
     }
     for name, m in NOISE_MODELS.items():
         assert isinstance(m, NoiseModel) and m.name == name and m.description
@@ -121,7 +123,45 @@ def test_uniform_range_and_variance(w):
     assert n.var() == pytest.approx(half * half / 3, rel=0.02)
 
 
-@pytest.mark.parametrize("model", ["gaussian", "multiplicative", "speckle", "uniform"])
+@pytest.mark.parametrize("x", [0.0, 0.5, 1.0])
+def test_poisson_gaussian_std_is_sigma_at_mid_grey_and_grows_with_intensity(x):
+    n = add_noise(np.full((256, 256), x), "poisson_gaussian", 20, seed=3) - x
+    assert n.mean() == pytest.approx(0, abs=2e-3)
+    assert n.std() * 255 == pytest.approx(20 * np.sqrt(x + 0.5), rel=0.02)
+
+
+def test_camera_noise_is_correlated_between_neighbours_and_channels():
+    flat = np.full((256, 256, 3), 0.5)
+    n = add_noise(flat, "camera", 20, seed=0) - flat
+    right = np.corrcoef(n[:, :-1, 1].ravel(), n[:, 1:, 1].ravel())[0, 1]
+    channels = np.corrcoef(n.reshape(-1, 3).T)
+    assert right > 0.4  # demosaicing spreads each sensor pixel's noise over its neighbours
+    assert channels[0, 1] < -0.2 and channels[1, 2] < -0.2  # the colour correction mixes the channels
+    white = add_noise(flat, "gaussian", 20, seed=0) - flat
+    assert abs(np.corrcoef(white[:, :-1, 1].ravel(), white[:, 1:, 1].ravel())[0, 1]) < 0.02
+    grey = add_noise(flat[..., 0], "camera", 20, seed=0) - 0.5
+    assert grey.shape == (256, 256) and np.corrcoef(grey[:, :-1].ravel(), grey[:, 1:].ravel())[0, 1] > 0.4
+
+
+def test_jpeg_round_trip_after_noise(astronaut):
+    from bdn.metrics import psnr
+    from bdn.noise import jpeg_roundtrip
+
+    noisy = add_noise(astronaut, "gaussian", 10, seed=0, clip=True)
+    low, high = jpeg_roundtrip(noisy, 50), jpeg_roundtrip(noisy, 95)
+    assert low.dtype == np.float32 and low.shape == astronaut.shape
+    assert psnr(noisy, high) > psnr(noisy, low) + 2  # a lower quality moves further from its input
+    assert psnr(astronaut, low) > psnr(astronaut, noisy)  # JPEG smooths part of the noise away, too
+    assert jpeg_roundtrip(astronaut[..., 0], 90).shape == astronaut.shape[:2]
+    # colour order survives the round trip (OpenCV's BGR is handled inside): red stays red
+    red = np.zeros((32, 32, 3), np.float32)
+    red[..., 0] = 1.0
+    assert jpeg_roundtrip(red, 90)[..., 0].mean() > 0.95
+    with pytest.raises(BdnError, match=r"JPEG quality must be in \[1, 100\], got 0"):
+        jpeg_roundtrip(astronaut, 0)
+
+
+@pytest.mark.parametrize("model", ["gaussian", "multiplicative", "speckle", "uniform", "poisson_gaussian", "camera"])
 def test_zero_strength_means_no_noise(model, camera):
     assert np.array_equal(add_noise(camera, model, 0, seed=0), camera)
 
