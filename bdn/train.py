@@ -16,8 +16,13 @@ Data kinds: `synthetic` (clean images with blind noise drawn per patch: additive
 range, or with some probability multiplicative Gaussian; `dataset` is a bdn set of clean images such as Train400,
 `skimage` for the colour photographs scikit-image ships, or a folder) and `pairs` (real noise: `dataset`
 `PolyU-train` is the training side of bdn's committed PolyU split, CC and PolyU's held-out split never seen; or
-{"noisy": DIR, "clean": DIR}). A deterministic share of the training images (whole PolyU scenes for pairs) is
-held out for validation, scored every epoch at fixed noise levels with a fixed seed.
+{"noisy": DIR, "clean": DIR}), and `mixed` (both at once: `data.synthetic_share` of every batch is clean images with
+synthetic noise, the rest real pairs; the clean images are the pairs' clean halves unless `data.clean_dataset`
+names a set). The `noise` section's kinds for synthetic patches: additive Gaussian, multiplicative,
+salt-and-pepper, uniform, Poisson-Gaussian and demosaiced camera noise (bdn.noise), each patch one kind by the
+`*_probability` keys, and a JPEG round trip after the noise by `jpeg_probability`. A deterministic share of the
+training images (whole PolyU scenes for pairs) is held out for validation, scored every epoch at fixed noise levels
+with a fixed seed.
 
 `train.minutes` > 0 trains for that much training time instead (validation not counted): the cosine schedule follows
 the clock and `train.epochs` is only a cap, which suits a GPU lent for a fixed time (a resumed run goes on with the
@@ -43,7 +48,7 @@ import torch
 from bdn.devices import pick_device
 from bdn.errors import BdnError
 from bdn.io import read_json
-from bdn.noise import NOISE_MODELS, add_noise
+from bdn.noise import NOISE_MODELS, add_noise, jpeg_roundtrip
 from bdn.tensorfile import read_checkpoint, write_checkpoint
 from bdn.tensors import batch_to_nchw, to_image
 
@@ -58,6 +63,10 @@ DEFAULTS: dict = {
         "val_fraction": 0.05,
         "val_sigmas": [15, 25, 50],
         "val_crop": 128,
+        # kind "mixed": this share of every batch is clean images with synthetic noise, the rest real pairs; the
+        # clean images are the training pairs' clean halves, or `clean_dataset` (a clean set, 'skimage', a folder)
+        "synthetic_share": 0.5,
+        "clean_dataset": None,
     },
     "noise": {
         "additive": [0, 55],
@@ -67,6 +76,12 @@ DEFAULTS: dict = {
         "salt_pepper_probability": 0.0,
         "uniform": [0, 50],  # half-width, 0-255 units
         "uniform_probability": 0.0,
+        "poisson_gaussian": [0, 50],  # sigma at mid-grey, 0-255 units (bdn.noise)
+        "poisson_gaussian_probability": 0.0,
+        "camera": [0, 50],  # a sensor's sigma at mid-grey, demosaiced and colour-corrected (bdn.noise)
+        "camera_probability": 0.0,
+        "jpeg_probability": 0.0,  # after the noise, this share of patches is saved as JPEG and read back
+        "jpeg_quality": [60, 95],
     },
     "loss": {"mse": 1.0, "l1": 0.0, "ssim": 0.0, "tv": 0.0, "kl": 0.0},
     "train": {
@@ -86,6 +101,10 @@ DEFAULTS: dict = {
         "precision": "fp32",
     },
 }
+# The kinds a patch's noise is drawn from by probability (additive Gaussian takes the rest), and the bdn.noise
+# model each config key names where the two differ.
+_DRAWN_KINDS = ("multiplicative", "salt_pepper", "uniform", "poisson_gaussian", "camera")
+_NOISE_MODEL = {"additive": "gaussian"}
 SEED_MODELS = {"U-net": "unet", "u-net": "unet", "UNet": "unet", "VAE": "vae"}
 SKIMAGE_COLOUR = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "colorwheel")
 CHECKPOINT_FORMAT = 1
@@ -147,14 +166,16 @@ def _check_config(config: dict, where: str) -> None:
     if config["model"]["channels"] not in (1, 3):
         raise BdnError(f"{where}: model.channels must be 1 or 3")
     data, noise, train = config["data"], config["noise"], config["train"]
-    if data["kind"] not in ("synthetic", "pairs"):
-        raise BdnError(f"{where}: data.kind must be 'synthetic' or 'pairs', got {data['kind']!r}")
+    if data["kind"] not in ("synthetic", "pairs", "mixed"):
+        raise BdnError(f"{where}: data.kind must be 'synthetic', 'pairs' or 'mixed', got {data['kind']!r}")
+    if not 0 <= data["synthetic_share"] <= 1:
+        raise BdnError(f"{where}: data.synthetic_share must be in [0, 1]")
     for key in ("patch", "patches_per_epoch", "batch_size"):
         if not isinstance(data[key], int) or data[key] < 1:
             raise BdnError(f"{where}: data.{key} must be a positive integer")
     if not 0 < data["val_fraction"] < 1:
         raise BdnError(f"{where}: data.val_fraction must be between 0 and 1")
-    for key in ("additive", "multiplicative"):
+    for key in ("additive", "multiplicative", "poisson_gaussian", "camera"):
         low_high = noise[key]
         if not (isinstance(low_high, list) and len(low_high) == 2 and 0 <= low_high[0] <= low_high[1]):
             raise BdnError(f"{where}: noise.{key} must be [low, high] with 0 <= low <= high (0-255 units)")
@@ -162,9 +183,12 @@ def _check_config(config: dict, where: str) -> None:
         low_high = noise[key]
         if not (isinstance(low_high, list) and len(low_high) == 2 and 0 <= low_high[0] <= low_high[1]):
             raise BdnError(f"{where}: noise.{key} must be [low, high] with 0 <= low <= high")
-    shares = [noise[f"{kind}_probability"] for kind in ("multiplicative", "salt_pepper", "uniform")]
+    shares = [noise[f"{kind}_probability"] for kind in _DRAWN_KINDS]
     if not all(0 <= share <= 1 for share in shares) or sum(shares) > 1:
-        raise BdnError(f"{where}: noise.*_probability must be in [0, 1] and sum to at most 1")
+        raise BdnError(f"{where}: noise.*_probability must be in [0, 1] and sum to at most 1 (jpeg's apart)")
+    low, high = noise["jpeg_quality"] if len(noise["jpeg_quality"]) == 2 else (0, 0)
+    if not (0 <= noise["jpeg_probability"] <= 1 and 1 <= low <= high <= 100):
+        raise BdnError(f"{where}: noise.jpeg_probability must be in [0, 1] and noise.jpeg_quality [low, high] in 1-100")
     from bdn.models.losses import TERMS
 
     for term, weight in config["loss"].items():
@@ -245,11 +269,6 @@ def split_validation(names: Sequence[str], fraction: float) -> set[str]:
 
 VALIDATION_SEED = 12345  # the validation images and their noise: the same for every run and every resume
 
-# The kinds a patch's noise is drawn from by probability (additive Gaussian takes the rest), and the bdn.noise
-# model each config key names where the two differ.
-_DRAWN_KINDS = ("multiplicative", "salt_pepper", "uniform")
-_NOISE_MODEL = {"additive": "gaussian"}
-
 
 class TrainingData:
     """Patches for training and fixed images for validation, from the config's data and noise sections."""
@@ -257,6 +276,7 @@ class TrainingData:
     def __init__(self, config: dict) -> None:
         data, channels = config["data"], config["model"]["channels"]
         self.noise, self.patch, self.kind = config["noise"], data["patch"], data["kind"]
+        self.synthetic_share = {"synthetic": 1.0, "pairs": 0.0, "mixed": data["synthetic_share"]}[self.kind]
         if self.kind == "synthetic":
             images = _clean_images(data["dataset"], channels)
             names = [n for n, _ in images]
@@ -280,17 +300,36 @@ class TrainingData:
         else:
             self.train_pairs = [(noisy, clean) for n, noisy, clean in pairs if n not in held]
             self.validation = [(n, _crop(noisy, crop), _crop(clean, crop)) for n, noisy, clean in pairs if n in held]
+        if self.kind == "mixed":
+            # Synthetic noise on the training pairs' clean halves (or a clean set); validated as the real pairs
+            # are, plus the held-out pairs' clean halves with Gaussian noise at each validation sigma.
+            extra = data["clean_dataset"]
+            self.train_images = (
+                [clean for _, clean in self.train_pairs]
+                if extra is None
+                else [im for _, im in _clean_images(extra, channels)]
+            )
+            for name, _, clean in (pair for pair in pairs if pair[0] in held):
+                clean = _crop(clean, crop)
+                for sigma in data["val_sigmas"]:
+                    self.validation.append((f"{name}@{sigma}", add_noise(clean, "gaussian", sigma, rng=rng), clean))
         self.counts = {"train": len(names) - len(held), "validation": len(held)}
 
     def batch(self, count: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(noisy, clean) float32 tensors [count, C, p, p], augmented by flips and quarter turns."""
         from bdn.data import random_patch_pairs, random_patches
 
+        synthetic = int(rng.binomial(count, self.synthetic_share)) if self.kind == "mixed" else None
         if self.kind == "synthetic":
             clean = random_patches(self.train_images, self.patch, count, rng)
             noisy = self._noisy(clean, rng)
-        else:
+        elif self.kind == "pairs":
             noisy, clean = random_patch_pairs(self.train_pairs, self.patch, count, rng)
+        else:
+            clean_s = random_patches(self.train_images, self.patch, synthetic, rng)
+            noisy_r, clean_r = random_patch_pairs(self.train_pairs, self.patch, count - synthetic, rng)
+            noisy = np.concatenate([self._noisy(clean_s, rng), noisy_r])
+            clean = np.concatenate([clean_s, clean_r])
         noisy, clean = batch_to_nchw(noisy), batch_to_nchw(clean)
         turns, flip = int(rng.integers(4)), bool(rng.integers(2))
         noisy, clean = (torch.rot90(t, turns, dims=(2, 3)) for t in (noisy, clean))
@@ -300,7 +339,8 @@ class TrainingData:
 
     def _noisy(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Each patch gets one kind of noise, drawn by bdn.noise's model, at a strength drawn from its range:
-        multiplicative, salt-and-pepper or uniform by their probabilities, additive Gaussian otherwise."""
+        multiplicative, salt-and-pepper, uniform, Poisson-Gaussian or camera noise by their probabilities,
+        additive Gaussian otherwise; then, by its own probability, a JPEG round trip at a quality drawn."""
         kinds = _DRAWN_KINDS + ("additive",)
         edges = np.cumsum([self.noise[f"{kind}_probability"] for kind in _DRAWN_KINDS])
         chosen = np.searchsorted(edges, rng.random(clean.shape[0]), side="right")
@@ -309,6 +349,8 @@ class TrainingData:
             low, high = self.noise[kind]
             model = NOISE_MODELS[_NOISE_MODEL.get(kind, kind)]
             noisy[k] = model.function(clean[k].astype(np.float64), rng.uniform(low, high), rng)
+        for k in np.flatnonzero(rng.random(clean.shape[0]) < self.noise["jpeg_probability"]):
+            noisy[k] = jpeg_roundtrip(noisy[k], int(rng.integers(*self.noise["jpeg_quality"], endpoint=True)))
         return noisy
 
 

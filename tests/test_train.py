@@ -230,3 +230,63 @@ def test_bf16_training_runs_and_a_bad_precision_is_one_line(tmp_path, clean_fold
     bad = _config(tmp_path, clean_folder, precision="half")
     assert main(["--model-directory", str(tmp_path / "bad"), "--pipeline-config", bad]) == 1
     assert "train.precision must be auto, fp32 or bf16, got 'half'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def pair_folders(tmp_path):
+    """Six colour pairs (noisy = clean + Gaussian sigma 10) cut from scikit-image's astronaut."""
+    from bdn.io import write_image
+
+    noisy_dir, clean_dir = tmp_path / "real", tmp_path / "mean"
+    noisy_dir.mkdir()
+    clean_dir.mkdir()
+    astronaut = skdata.astronaut() / 255.0
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        clean = astronaut[k * 60 : k * 60 + 64, 200:264]
+        write_image(clean_dir / f"a{k}_mean.png", clean)
+        write_image(noisy_dir / f"a{k}_real.png", np.clip(clean + rng.normal(0, 10 / 255, clean.shape), 0, 1))
+    return {"noisy": str(noisy_dir), "clean": str(clean_dir)}
+
+
+def test_mixed_batches_hold_real_pairs_and_synthetic_noise(pair_folders):
+    config = merge_config(
+        {
+            "model": {"channels": 3},
+            "data": {"kind": "mixed", "dataset": pair_folders, "patch": 32, "val_fraction": 0.3, "val_crop": 32},
+            "noise": {"additive": [40, 40]},
+        }
+    )
+    data = TrainingData(config)
+    assert data.counts == {"train": 4, "validation": 2}
+    assert len(data.validation) == 2 + 2 * 3  # the held pairs, and their clean halves at the three sigmas
+    noisy, clean = data.batch(200, np.random.default_rng(0))
+    assert noisy.shape == clean.shape == (200, 3, 32, 32)
+    level = (noisy - clean).flatten(1).std(1) * 255
+    synthetic, real = int((level > 25).sum()), int((level < 15).sum())
+    assert synthetic + real == 200 and 70 < synthetic < 130  # half and half, drawn per batch
+    config["data"]["synthetic_share"] = 0.0
+    noisy, clean = TrainingData(config).batch(50, np.random.default_rng(0))
+    assert float(((noisy - clean).flatten(1).std(1) * 255).max()) < 15
+    config["data"]["synthetic_share"] = 1.0
+    config["noise"].update(camera=[30, 30], camera_probability=1.0, jpeg_probability=1.0, jpeg_quality=[80, 80])
+    noisy, clean = TrainingData(config).batch(8, np.random.default_rng(0))
+    assert torch.equal(noisy, torch.round(noisy * 255) / 255)  # every patch went through an 8-bit JPEG
+    n = (noisy - clean)[:, 1]
+    assert float(torch.corrcoef(torch.stack([n[:, :, :-1].flatten(), n[:, :, 1:].flatten()]))[0, 1]) > 0.3
+
+
+@pytest.mark.parametrize(
+    ("noise", "message"),
+    [
+        ({"camera_probability": 0.6, "poisson_gaussian_probability": 0.6}, "sum to at most 1"),
+        ({"jpeg_probability": 1.5}, "noise.jpeg_probability must be in"),
+        ({"jpeg_quality": [90, 80]}, "noise.jpeg_quality"),
+        ({"camera": [10]}, "noise.camera must be"),
+    ],
+)
+def test_mixed_noise_config_errors(noise, message):
+    with pytest.raises(BdnError, match=message):
+        merge_config({"noise": noise})
+    with pytest.raises(BdnError, match="data.synthetic_share must be in"):
+        merge_config({"data": {"kind": "mixed", "synthetic_share": 2}})
