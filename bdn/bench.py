@@ -54,10 +54,18 @@ def bench_cases(
 
     Cases in `skip` ((image, sigma label) pairs already measured) are not even loaded.
     """
-    from bdn.data import DATASETS, clean_images, dataset_pairs, dataset_path, load_pair, polyu_ids, synthesize
+    from bdn.data import (
+        DATASETS,
+        bundled_images,
+        clean_images,
+        dataset_pairs,
+        dataset_path,
+        load_pair,
+        polyu_ids,
+        synthesize,
+    )
     from bdn.io import read_image
 
-    folder = dataset_path(dataset)
     if DATASETS[dataset].paired:
         pairs = dataset_pairs(dataset)
         if dataset == "PolyU" and polyu_split != "all":
@@ -69,14 +77,19 @@ def bench_cases(
             noisy, clean = load_pair(pair)
             yield pair.name, "real", None, noisy, clean
         return
-    paths = clean_images(folder)[:limit]
+    if DATASETS[dataset].kind == "bundled":
+        images = bundled_images(dataset)[:limit]
+        sources = [(name, lambda image=image: image) for name, image in images]
+    else:
+        sources = [(path.stem, lambda path=path: read_image(path)[0]) for path in clean_images(dataset_path(dataset))]
+        sources = sources[:limit]
     for sigma in sigmas:
-        for path in paths:
-            if (path.stem, f"{sigma:g}") in skip:
+        for name, load in sources:
+            if (name, f"{sigma:g}") in skip:
                 continue
-            clean, _ = read_image(path)
-            noisy = synthesize(clean, "gaussian", sigma, seed=NOISE_SEED, name=path.stem)
-            yield path.stem, f"{sigma:g}", sigma, noisy, clean
+            clean = load()
+            noisy = synthesize(clean, "gaussian", sigma, seed=NOISE_SEED, name=name)
+            yield name, f"{sigma:g}", sigma, noisy, clean
 
 
 def parse_dataset(spec: str, sigmas: list[float]) -> tuple[str, list[float]]:
@@ -204,7 +217,8 @@ def run_bench(
     for dataset, _ in plan:
         if dataset not in DATASETS:
             raise BdnError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
-        dataset_path(dataset)  # a missing dataset fails now, not after an hour of other work
+        if DATASETS[dataset].kind != "bundled":
+            dataset_path(dataset)  # a missing dataset fails now, not after an hour of other work
     run_dir = Path(out_root) / (run_name or datetime.now().strftime("%Y%m%d-%H%M%S"))
     (run_dir / "rows").mkdir(parents=True, exist_ok=True)
     command = "bdn " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "bdn" else "(python API)"

@@ -34,7 +34,7 @@ class DatasetInfo:
     """A known dataset: its folder name under the data root, and how its files are laid out."""
 
     name: str
-    kind: str  # "pairs" (real noise, noisy + clean) or "clean" (clean only; noise is synthesised)
+    kind: str  # "pairs" (real noise, noisy + clean), "clean" (noise is synthesised) or "bundled" (clean, installed)
     grey: bool
     description: str
     noisy_dir: str | None = None  # sub-folders for "pairs" sets
@@ -54,8 +54,12 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("Set12", "clean", True, "12 grey test images, 256x256 and 512x512"),
         DatasetInfo("BSD68", "clean", True, "68 grey test images, 481x321 (Berkeley test split)"),
         DatasetInfo("Train400", "clean", True, "400 grey 180x180 training images (DnCNN)"),
+        DatasetInfo("Photos", "bundled", False, "4 colour photographs installed with scikit-image (synthetic noise)"),
     )
 }
+# The colour photographs of the "Photos" set (scikit-image's data, so every install has them): the colour test set
+# for synthetic noise. No shipped model trains on them (bdn's colour models train on PolyU-train).
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,15 @@ def dataset_info(name: str) -> DatasetInfo:
         if key.lower() == str(name).lower():
             return info
     raise BdnError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+
+
+def bundled_images(name: str) -> list[tuple[str, np.ndarray]]:
+    """(name, float32 image in [0, 1]) of a set installed with bdn's dependencies ("Photos")."""
+    import skimage.data
+
+    if dataset_info(name).name != "Photos":
+        raise BdnError(f"dataset {name} is not installed with bdn: use dataset_path() and clean_images()")
+    return [(photo, (getattr(skimage.data, photo)()[..., :3] / 255.0).astype(np.float32)) for photo in PHOTOS]
 
 
 def dataset_path(name: str, root: str | Path | None = None) -> Path:

@@ -94,3 +94,18 @@ def test_bench_from_the_command_line(data_root, tmp_path, capsys):
     assert (tmp_path / "c" / "summary.md").is_file()
     assert main(["bench", "--methods", "nope", "-o", str(tmp_path)]) == 1
     assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_the_photos_set_needs_no_data_root(tmp_path, monkeypatch):
+    from bdn.bench import bench_cases
+    from bdn.data import PHOTOS
+
+    monkeypatch.setenv("BDN_DATA", str(tmp_path / "nothing here"))
+    cases = list(bench_cases("Photos", [25], limit=2, polyu_split="all", skip={("chelsea", "25")}))
+    assert [(name, sigma) for name, sigma, *_ in cases] == [("astronaut", "25")]
+    _, _, true_sigma, noisy, clean = cases[0]
+    assert true_sigma == 25 and clean.shape == (512, 512, 3) and clean.dtype == np.float32
+    assert np.std(noisy - clean) * 255 == pytest.approx(25, rel=0.02)
+    summary = run_bench(["noisy"], ["Photos:50"], [15], out_root=tmp_path / "bench", run_name="p", threads=1, limit=1)
+    assert summary.sigma.tolist() == ["50"] and summary.images.tolist() == [1]
+    assert len(PHOTOS) == 4
