@@ -8,7 +8,7 @@ A new model is one file whose builder carries `@register_model(...)`, plus its i
 from __future__ import annotations
 
 # Imported for their registrations
-from bdn.models import autoencoder, dncnn, mwcnn, pridnet, rednet, resnet, unet  # noqa: F401
+from bdn.models import autoencoder, dncnn, ffdnet, mwcnn, pridnet, rednet, resnet, unet  # noqa: F401
 from bdn.models.registry import MODELS, ModelSpec, build_model, get_model_spec, list_models
 
 

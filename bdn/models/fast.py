@@ -133,14 +133,16 @@ def fold_norms(net: nn.Module) -> nn.Module:
 
 
 def _channels_last_helps(net: nn.Module) -> bool:
-    """Plain stacks of convolutions gain from channels-last on the CPU; the encoder-decoders' reshapes (pixel
-    shuffle, wavelets, attention) are unmeasured there, so they keep the default layout."""
+    """Plain stacks of convolutions gain from channels-last on the CPU (FFDNet's one pixel shuffle around its stack
+    too); the encoder-decoders' reshapes (wavelets, attention) are unmeasured there, so they keep the default
+    layout."""
     from bdn.models.dncnn import DnCNN
+    from bdn.models.ffdnet import FFDNet
     from bdn.models.pyramid import PyramidDenoiser
     from bdn.models.resnet import ResNetDenoiser
 
     base = net.base if isinstance(net, PyramidDenoiser) else net
-    return isinstance(base, DnCNN | ResNetDenoiser)
+    return isinstance(base, DnCNN | ResNetDenoiser | FFDNet)  # FFDNet: 0.13 s against 0.72 per 512x512 in bf16
 
 
 class ChannelsLast(nn.Module):
