@@ -26,7 +26,9 @@ with a fixed seed.
 
 `train.minutes` > 0 trains for that much training time instead (validation not counted): the cosine schedule follows
 the clock and `train.epochs` is only a cap, which suits a GPU lent for a fixed time (a resumed run goes on with the
-time it has left; such a run is not bit-reproducible, since its step count depends on the machine's speed).
+time it has left; such a run is not bit-reproducible, since its step count depends on the machine's speed). A
+resume may change `train.epochs`, `train.minutes`, `train.threads` and `train.device` (nothing else): a long CPU
+run is extended session after session by raising its minutes, its cosine stretched to the new length.
 
 DIR receives `checkpoint.pt` (everything to resume, read with weights_only=True), `last.safetensors` and
 `best.safetensors` (the best validation PSNR so far; bdn.models.weights format), `log.csv`, `curves.png` and the
@@ -415,7 +417,10 @@ def validate(net: torch.nn.Module, images: Sequence[tuple[str, np.ndarray, np.nd
 def _load_checkpoint(path: Path, config: dict) -> dict:
     state = read_checkpoint(path, CHECKPOINT_FORMAT, "bdn.train")
     saved = merge_config(json.loads(state["config"]), str(path))  # keys added to bdn since get their defaults
-    saved["train"]["epochs"] = config["train"]["epochs"]  # more (or fewer) epochs may be asked for on a resume
+    # On a resume more (or fewer) epochs or minutes may be asked for (a long CPU run goes on over several sessions;
+    # the cosine then stretches from where it is), and the threads and device are the machine's, not the run's.
+    for key in ("epochs", "minutes", "threads", "device"):
+        saved["train"][key] = config["train"][key]
     if saved != config:
         raise BdnError(f"{path} was made with another config; use that config or another --model-directory")
     return state

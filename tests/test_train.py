@@ -80,6 +80,12 @@ def test_a_timed_run_stops_when_its_time_is_up(tmp_path, clean_folder, capsys):
     assert len(log) == 2  # header + one epoch
     assert main(args) == 0
     assert "already trained" in capsys.readouterr().out
+    # more minutes (and other threads) on a resume: the run goes on, here to its cap of two epochs
+    longer = json.loads((tmp_path / "config.json").read_text())
+    longer["train"].update(minutes=1, epochs=2, threads=2)
+    (tmp_path / "config.json").write_text(json.dumps(longer))
+    assert main(args) == 0
+    assert len((tmp_path / "m" / "log.csv").read_text().splitlines()) == 3
 
 
 def test_a_checkpoint_of_another_config_is_refused(tmp_path, clean_folder, capsys):
