@@ -16,6 +16,10 @@ Tables (each <out>/<name>.csv and .md, all of them in <out>/summary.md with the 
   (with the published figures) and bdn's 0-10 twins.
 - real_noise: mean PSNR on CC and the PolyU held-out split: the noisy input, NLM, the official BF-DnCNN 0-55 on each
   colour channel alone, and bdn's colour models.
+- synthetic_colour: mean PSNR on the Photos set (scikit-image's colour photographs, which no colour model trains on)
+  with Gaussian noise at sigma 15/25/50 (as quality_grey adds it): the noisy input, NLM and CBM3D given the true
+  sigma (CBM3D when the bm3d extra is installed), the official BF-DnCNN 0-55 per channel, and bdn's colour models
+  (blind).
 - speed: parameters, FLOPs per pixel (2 x the multiply-adds of every Conv2d/Linear, counted by hooks on a 64x64
   input), median seconds of 3 for one 512x512 image after a warm-up at --threads, and peak resident memory, each
   model timed in its own process, in each form (time_model): the official model as loaded, folded
@@ -39,6 +43,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +57,9 @@ ANCHORS_ENV = "BDN_ANCHORS"
 ANCHOR_FILES = ("bias_free_0-55", "bias_free_0-10", "bias_0-10", "bias_0-55")
 ANCHOR = "official BF-DnCNN 0-55"
 NOISY, NLM = "noisy input", "NLM (bdn, sigma estimated)"
-DATASETS = ("Set12", "BSD68", "CC", "PolyU")
-TABLES = ("quality_grey", "generalisation", "real_noise", "speed")
+DATASETS = ("Set12", "BSD68", "CC", "PolyU", "Photos")
+TABLES = ("quality_grey", "generalisation", "real_noise", "synthetic_colour", "speed")
+CBM3D = "CBM3D (true sigma)"
 SIGMAS = (15.0, 25.0, 50.0)
 GENERALISATION_SIGMAS = (25.0, 50.0)
 # The official model measured on this machine (shared/ANCHORS.md); a bigger gap means bdn's DnCNN differs.
@@ -298,6 +304,17 @@ def synthetic_cases(paths: Sequence[Path], sigma: float) -> list[Case]:
     return cases
 
 
+def photo_cases(sigma: float, limit: int | None) -> list[Case]:
+    """The Photos set with Gaussian noise of `sigma`, seeded per image as `bdn bench` seeds it."""
+    from bdn.bench import NOISE_SEED
+    from bdn.data import bundled_images, synthesize
+
+    return [
+        (name, synthesize(clean, "gaussian", sigma, seed=NOISE_SEED, name=name), clean)
+        for name, clean in bundled_images("Photos")[:limit]
+    ]
+
+
 def grey_paths(dataset: str, limit: int | None) -> list[Path]:
     from bdn.data import clean_images, dataset_path
 
@@ -384,10 +401,16 @@ def identity() -> Denoiser:
     return lambda image: image
 
 
-def nlm() -> Denoiser:
+def nlm(sigma: float | None = None) -> Denoiser:
     import bdn
 
-    return lambda image: bdn.denoise(image, "nlm")
+    return lambda image: bdn.denoise(image, "nlm", sigma=sigma)
+
+
+def cbm3d(sigma: float) -> Denoiser:
+    import bdn
+
+    return lambda image: bdn.denoise(image, "bm3d", sigma=sigma)
 
 
 # --- tables ---------------------------------------------------------------------------------------------------
@@ -450,6 +473,12 @@ def run_notes(tables: dict[str, pd.DataFrame], counts: dict[str, int], size: int
             "Real noise: official models run on each colour channel alone; bdn colour models take RGB; NLM is "
             "bdn.denoise(noisy, 'nlm') with its noise level estimated."
         )
+    if "synthetic_colour" in tables:
+        notes.append(
+            "Synthetic colour noise: the Photos set (" + ", ".join(_photos()) + ", from scikit-image; no colour "
+            "model trains on them), N(0, sigma/255) on every channel as for grey, not clipped; NLM and CBM3D "
+            "(bdn.denoise 'bm3d', both stages) are given the true sigma, the models are blind."
+        )
     if "speed" in tables:
         notes.append(
             f"Speed: one {size}x{size} image with the model's channels (scikit-image's camera or astronaut plus "
@@ -464,6 +493,12 @@ def run_notes(tables: dict[str, pd.DataFrame], counts: dict[str, int], size: int
             "published 667,008)."
         )
     return notes
+
+
+def _photos() -> tuple[str, ...]:
+    from bdn.data import PHOTOS
+
+    return PHOTOS
 
 
 def machine_text() -> str:
@@ -640,6 +675,21 @@ def run(args: argparse.Namespace, command: str) -> Path:
             rows["real_noise"] += run_quality(
                 cache, "real_noise", methods, dataset, None, names, lambda pairs=pairs: real_cases(pairs)
             )
+    if "synthetic_colour" in args.tables and "Photos" in args.datasets:
+        from bdn.data import PHOTOS
+        from bdn.methods import missing_extra
+
+        names = list(PHOTOS[: args.limit])
+        counts["Photos"] = len(names)
+        for sigma in args.sigmas:
+            methods = [(NOISY, "identity", identity), (NLM.replace("estimated", "given"), "nlm", partial(nlm, sigma))]
+            if not missing_extra("bm3d"):
+                methods.append((CBM3D, "bm3d", partial(cbm3d, sigma)))
+            methods.append((f"{ANCHOR} per channel", grey[0].digest, net_denoiser(grey[0], anchors, nets)))
+            methods += [(e.label, e.digest, net_denoiser(e, anchors, nets)) for e in colour]
+            rows["synthetic_colour"] += run_quality(
+                cache, "synthetic_colour", methods, "Photos", sigma, names, partial(photo_cases, sigma, args.limit)
+            )
     if "speed" in args.tables:
         distinct = {e.digest: e for e in grey + colour + general[2:]}  # a file given twice is timed once
         rows["speed"] = speed_rows(cache, list(distinct.values()), anchors, args.threads, args.speed_size)
@@ -659,6 +709,9 @@ def run(args: argparse.Namespace, command: str) -> Path:
     if rows["real_noise"]:
         order = [NOISY, NLM, f"{ANCHOR} per channel"] + [e.label for e in colour]
         tables["real_noise"] = wide_table(rows["real_noise"], order)
+    if rows["synthetic_colour"]:
+        order = [NOISY, NLM.replace("estimated", "given"), CBM3D, f"{ANCHOR} per channel"] + [e.label for e in colour]
+        tables["synthetic_colour"] = wide_table(rows["synthetic_colour"], order)
     if rows["speed"]:
         tables["speed"] = speed_table(rows["speed"])
 
@@ -668,7 +721,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
     summary = write_outputs(args.out, tables, warnings + run_notes(tables, counts, args.speed_size), command)
     per_image = [
         {"table": r["table"], "model": r["model"], "dataset": r["dataset"], "sigma": r["sigma"], "image": k, "psnr": v}
-        for table in ("quality_grey", "generalisation", "real_noise")
+        for table in ("quality_grey", "generalisation", "real_noise", "synthetic_colour")
         for r in rows[table]
         for k, v in r["images"].items()
     ]
