@@ -103,3 +103,14 @@ def test_a_few_training_steps(tmp_path):
     fresh = build_model("bf_ffdnet", 1)
     assert not torch.equal(net.body.first_layer.weight, fresh.body.first_layer.weight)  # the steps moved it
     assert meta["model"] == "bf_ffdnet"
+
+
+@pytest.mark.parametrize("name", ["bf_ffdnet", "bf_dncnn", "dncnn"])
+def test_a_fresh_dncnn_body_starts_near_the_identity(name):
+    # DnCNN's own start (gains of +-0.025): with PyTorch's default gains of 1 a fresh stack predicted noise hundreds
+    # of times the image's, and training then silenced its ReLUs and kept the identity for good.
+    torch.manual_seed(0)
+    y = torch.rand(4, 1, 64, 64)
+    with torch.no_grad():
+        predicted = build_model(name, 1).train()(y) - y
+    assert float((predicted**2).mean() / (y**2).mean()) < 0.02

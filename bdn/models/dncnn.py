@@ -7,11 +7,13 @@ implementation against theirs (benchmarks/bf_models.py).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bdn.models.layers import conv, norm_layer
+from bdn.models.layers import BiasFreeBatchNorm2d, conv, norm_layer
 from bdn.models.registry import register_model
 
 REACH = 24  # 20 layers of 3x3 reach 20 pixels; the tile overlap keeps 4 to spare
@@ -26,6 +28,23 @@ class DnCNN(nn.Module):
         self.hidden_layer_list = nn.ModuleList(conv(features, features, 3, bias) for _ in range(depth - 2))
         self.bn_layer_list = nn.ModuleList(norm_layer(features, bias_free) for _ in range(depth - 2))
         self.last_layer = conv(features, channels, 3, bias)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """DnCNN's own initialisation (Zhang et al. 2017, kept by the BF-CNN code): He-normal convolutions and batch
+        norm gains of +-0.025. PyTorch's defaults (gains of 1) make a fresh 15-20 layer stack's output hundreds of
+        times the noise; the first steps then silence the bias-free ReLUs for good and the net stays the identity
+        (measured: the loss stuck at the noise's own for 100 steps, where this start learns from the first)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d | BiasFreeBatchNorm2d):
+                with torch.no_grad():
+                    module.weight.normal_(0.0, math.sqrt(2.0 / 9.0 / 64.0)).clamp_(-0.025, 0.025)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.first_layer(x))
