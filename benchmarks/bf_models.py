@@ -23,7 +23,8 @@ Tables (each <out>/<name>.csv and .md, all of them in <out>/summary.md with the 
 - speed: parameters, FLOPs per pixel (2 x the multiply-adds of every Conv2d/Linear, counted by hooks on a 64x64
   input), median seconds of 3 for one 512x512 image after a warm-up at --threads, and peak resident memory, each
   model timed in its own process, in each form (time_model): the official model as loaded, folded
-  (bdn.models.fast.fast_form) and under onnxruntime; bdn's models folded (what bdn runs) and under onnxruntime.
+  (bdn.models.fast.fast_form), under onnxruntime and in bf16; bdn's models folded, under onnxruntime and in bf16
+  (bdn.models.fast.bf16_form: what bdn runs by default on a CPU with AMX or AVX512-BF16).
 Every (table, model, dataset, sigma) result is cached in <out>/cache.json as soon as it is measured, so a run that is
 stopped and started again skips what is done (`--fresh` redoes all). `--limit N` takes the first N images of each
 set; <out>/per_image.csv keeps every image's PSNR.
@@ -73,7 +74,7 @@ PUBLISHED_GENERALISATION = {
     ("bias_0-10", 50.0): 15.15,
 }
 SPEED_SIZE = 512
-FORMS = ("eager", "torch", "onnxruntime")  # see time_model
+FORMS = ("eager", "torch", "onnxruntime", "bf16")  # see time_model
 FLOP_SIZE = 64
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -251,7 +252,12 @@ def time_model(source: str, anchors: str | Path, threads: int, form: str, size: 
     net = load_net(source, anchors)[0].eval()
     channels = getattr(net, "channels", 1) or 1
     x = to_nchw(_speed_image(channels, size))
-    run = net if form == "eager" else inference_form(net, channels, form)
+    if form == "eager":
+        run = net
+    elif form == "bf16":
+        run = inference_form(net, channels, "torch", "bf16")
+    else:
+        run = inference_form(net, channels, form)
     max_diff = largest_difference(run, net, channels)
     loaded_mb = peak_rss_mb()
     seconds = []
@@ -486,8 +492,10 @@ def run_notes(tables: dict[str, pd.DataFrame], counts: dict[str, int], size: int
             "peak_mb is that process's peak resident memory (VmHWM), loaded_mb the same before the first image; "
             "max_diff the largest output difference of the form timed from the model as loaded, on a 45x38 "
             "random input. Forms: eager = the model as loaded; torch = bdn.models.fast.fast_form (batch norms "
-            "folded into the convolutions, channels-last: what bdn runs by default); onnxruntime = "
-            "bdn.models.fast.onnx_form (bdn denoise's engine 'onnxruntime'). FLOPs: 2 x the "
+            "folded into the convolutions, channels-last: bdn's float32); onnxruntime = "
+            "bdn.models.fast.onnx_form (bdn denoise's engine 'onnxruntime'); bf16 = bdn.models.fast.bf16_form "
+            "(folded, bfloat16 autocast, channels-last: what bdn runs by default where the CPU has AMX or "
+            "AVX512-BF16). FLOPs: 2 x the "
             f"multiply-adds of Conv2d and Linear layers on a {FLOP_SIZE}x{FLOP_SIZE} input, per pixel. Parameters "
             "count nn.Parameters: the official files also store an unused bias per batch norm (1,152 more: the "
             "published 667,008)."

@@ -140,3 +140,15 @@ def test_model_entry_checks_files(bench, tmp_path):
     assert bench.model_entry(str(path)).label == "m"
     with pytest.raises(BdnError, match="no such weights file"):
         bench.model_entry(f"x={tmp_path / 'absent.safetensors'}")
+
+
+@pytest.mark.parametrize("form", ["eager", "torch", "bf16"])
+def test_time_model_in_each_form(bench, tmp_path, form):
+    from bdn.models import build_model
+    from bdn.models.weights import save_weights
+
+    net = build_model("bf_ffdnet", 1).eval()
+    save_weights(tmp_path / "m.safetensors", net, "bf_ffdnet", 1)
+    row = bench.time_model(str(tmp_path / "m.safetensors"), tmp_path, threads=1, form=form, size=32)
+    assert row["seconds"] > 0 and row["peak_mb"] >= row["loaded_mb"] > 0
+    assert row["max_diff"] < (0.05 if form == "bf16" else 1e-4)  # bf16 within its tolerance of float32
