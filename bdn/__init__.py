@@ -7,7 +7,7 @@ The Python API in one place: read and write images, add noise, measure, denoise.
     clean = bdn.denoise(noisy, method="nlm")           # noise level estimated
     bdn.write_image("photo_denoised.jpg", clean, info)  # same bit depth and mode as the input
 
-    model = bdn.load_model("gp3_resnet_5x5_bn_3x3", channels=1)  # a trained network: uint8 [N,H,W,C] in and out
+    model = bdn.load_model("resnet_5x5_bn_3x3", channels=1)  # a trained network: uint8 [N,H,W,C] in and out
 """
 
 from bdn.errors import BdnError, BdnWarning

@@ -62,6 +62,8 @@ class ConvAutoencoder(nn.Module):
         return self.head(h)[..., :height, :width]
 
 
+# No weights ship: trained on PolyU-train it stays under the noisy input on CC (33.08 against 33.41 dB,
+# benchmarks/records/bench_models_cpu.md); `bdn train` and `--weights` still serve it.
 @register_model(
     "autoencoder",
     bias_free=False,
@@ -70,7 +72,6 @@ class ConvAutoencoder(nn.Module):
     # default widths (tests measure it)
     reach=20,
     multiple=4,
-    shipped=("colour",),
     summary="convolutional autoencoder (seed 002's baseline), stride-4 bottleneck",
 )
 def builder(channels: int) -> nn.Module:

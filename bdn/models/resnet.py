@@ -138,8 +138,8 @@ SHIPPED = {  # the trained weights in checkpoints/ (benchmarks/ship_models.py pu
     "resnet_5x5_bn_3x3": ("grey", "colour"),
     "sparse_resnet_5x5_bn_3x3": ("grey", "colour"),
     "sparse_resnet_4x5_bn_3x3": ("grey", "colour"),
-    "gp3_resnet_5x5_bn_3x3": ("grey",),
-}
+}  # not shipped, with the evidence in benchmarks/records/bf_models_cpu.md: gp3_resnet_5x5_bn_3x3 (grey), under the
+# plain resnet it wraps at every level (Set12 sigma 25: 28.20 against 29.09 dB) and 3-4 times slower
 
 
 def _builder(blocks: int, stem: int, kind: str, bias_free: bool, pyramid: str | None = None, levels: int = 1):

@@ -208,13 +208,14 @@ class VAE(nn.Module):
         return self.decode(z)[..., :height, :width]
 
 
+# No weights ship: 0.40 dB above the noisy input on CC, under bdn's half-decibel bar
+# (benchmarks/records/bench_models_cpu.md); `bdn train` and `--weights` still serve it.
 @register_model(
     "pixelshuffle_unet",
     bias_free=False,
     reach=UNET_CONTEXT,
     multiple=32,
     exact_tiles=False,
-    shipped=("colour",),
     summary="seed 003's U-Net: to 1/32, pixel-shuffle up, sigmoid",
 )
 def pixelshuffle_unet(channels: int) -> PixelShuffleUNet:
@@ -235,12 +236,13 @@ def unet(channels: int) -> UNet:
     return UNet(channels)
 
 
+# No weights ship: under the noisy input on CC (32.02 against 33.41 dB, benchmarks/records/bench_models_cpu.md);
+# `bdn train` and `--weights` still serve it.
 @register_model(
     "vae",
     bias_free=False,
     reach=UNET_CONTEXT,
     multiple=4,
-    shipped=("colour",),
     summary="seed 004's convolutional VAE (spatial latent; the KL term in last_kl)",
 )
 def vae(channels: int) -> VAE:
