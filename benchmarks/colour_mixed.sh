@@ -14,8 +14,7 @@ OUT=${OUT:-results/train_cpu_mixed}
 export OMP_NUM_THREADS=1
 models=("$@")
 if [ ${#models[@]} -eq 0 ]; then
-  models=(mwcnn unet rednet pridnet resnet_5x5_bn_3x3 sparse_resnet_5x5_bn_3x3 sparse_resnet_4x5_bn_3x3
-          pixelshuffle_unet autoencoder vae)
+  models=(mwcnn unet rednet pridnet resnet_5x5_bn_3x3 sparse_resnet_5x5_bn_3x3 sparse_resnet_4x5_bn_3x3)
 fi
 mkdir -p "$OUT"
 for model in "${models[@]}"; do

@@ -6,6 +6,10 @@
 #                                           # (dip_pipeline.sh judges: the shipped BIQAN, no training)
 #   bash benchmarks/gpu/session.sh biqan    # BIQAN retrained on full-size PolyU-train iterates, judged on CC
 #                                           # (dip_pipeline.sh all with TRAIN_CROP=full DEFAULT=0; set DEADLINE)
+#   bash benchmarks/gpu/session.sh default  # issue 17: as biqan, on bdn's default DIP (NET=skip64: 256 crops of
+#                                           # PolyU-train for BIQAN, full CC and held-out crops judged; set DEADLINE)
+#   bash benchmarks/gpu/session.sh mixed    # issue 19: bf_ffdnet grey and the colour models on the mixed data
+#                                           # (benchmarks/configs/cpu/*, minutes and device overridden for the GPU)
 #   bash benchmarks/gpu/session.sh wait N   # wait up to N seconds for everything, then pack what is done into $OUT
 # Data: .devdata/data (CC, PolyU, Train400, Set12 copied from ../shared/data) and .devdata/dip (the PolyU crops'
 # folders), carried by the device tool. Work goes to /tmp/gpu. Every job is resumable, so a second start goes on.
@@ -62,13 +66,26 @@ colour)  # bf_dncnn_colour.json waits for a lease of its own: DnCNN-sized runs n
         gp3_resnet_5x5_bn_3x3_colour autoencoder_colour rednet_colour mwcnn_colour pridnet_colour \
         pixelshuffle_unet_colour unet_colour vae_colour
     ;;
+default)
+    NET=skip64 DEFAULT=0 setsid nohup bash benchmarks/gpu/dip_pipeline.sh all > $W/logs/dip_pipeline.txt 2>&1 &
+    ;;
+mixed)  # the CPU configs with the GPU's device and MINUTES (default 10) each, all at once
+    for config in benchmarks/configs/cpu/bf_ffdnet_grey.json benchmarks/configs/cpu/*_colour_mixed.json; do
+        name=$(basename "$config" .json)
+        python3 -c "import json, sys; c = json.load(open(sys.argv[1])); c['train'].update(device='cuda', \
+minutes=float(sys.argv[2]), precision='auto'); json.dump(c, open(sys.argv[3], 'w'))" "$config" "${MINUTES:-10}" \
+            $W/$name.json
+        setsid nohup python3 -m bdn.train --model-directory $W/train/$name --pipeline-config $W/$name.json \
+            --no-progress > $W/logs/train_$name.txt 2>&1 &
+    done
+    ;;
 wait)
     end=$((SECONDS + ${2:-60}))
     while [ $SECONDS -lt $end ] && pgrep -f "bdn.train|dip_pipeline.sh" > /dev/null; do sleep 10; done
     pack
     ;;
 *)
-    echo "usage: session.sh start|colour|judges|biqan|wait SECONDS" >&2
+    echo "usage: session.sh start|colour|judges|biqan|default|mixed|wait SECONDS" >&2
     exit 2
     ;;
 esac
