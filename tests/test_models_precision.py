@@ -71,8 +71,11 @@ def test_bf16_form_is_the_float32_function_to_bf16_rounding(name, randomise_norm
     with torch.inference_mode():
         got, expected = run(x), net(x)
     assert got.dtype == torch.float32 and got.is_contiguous() and got.shape == expected.shape
-    assert float((got - expected).abs().max()) < 2e-2
-    assert float((got - expected).abs().mean()) < 2e-3
+    # bf16 keeps about 3 significant digits: the error scales with what the net predicts (its noise estimate, as
+    # large as the image for DnCNN's He-initialised stack with random norms), not with the image
+    predicted = (expected - x).abs()
+    assert float((got - expected).abs().max()) < 2e-2 * max(1.0, float(predicted.max()))
+    assert float((got - expected).abs().mean()) < 2.5e-2 * float(predicted.mean())
 
 
 def test_a_bf16_form_that_drifts_is_refused(monkeypatch, randomise_norms):
