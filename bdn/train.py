@@ -278,7 +278,7 @@ class TrainingData:
     def __init__(self, config: dict) -> None:
         data, channels = config["data"], config["model"]["channels"]
         self.noise, self.patch, self.kind = config["noise"], data["patch"], data["kind"]
-        self.synthetic_share = {"synthetic": 1.0, "pairs": 0.0, "mixed": data["synthetic_share"]}[self.kind]
+        self.synthetic_share = data["synthetic_share"]  # read by kind "mixed" only
         if self.kind == "synthetic":
             images = _clean_images(data["dataset"], channels)
             names = [n for n, _ in images]
@@ -293,12 +293,8 @@ class TrainingData:
         self.validation: list[tuple[str, np.ndarray, np.ndarray]] = []
         if self.kind == "synthetic":
             self.train_images = [im for n, im in images if n not in held]
-            for name, image in images:
-                if name in held:
-                    clean = _crop(image, crop)
-                    for sigma in data["val_sigmas"]:
-                        noisy = add_noise(clean, "gaussian", sigma, rng=rng)
-                        self.validation.append((f"{name}@{sigma}", noisy, clean))
+            held_clean = [(name, image) for name, image in images if name in held]
+            self.validation = _noisy_validation(held_clean, data["val_sigmas"], crop, rng)
         else:
             self.train_pairs = [(noisy, clean) for n, noisy, clean in pairs if n not in held]
             self.validation = [(n, _crop(noisy, crop), _crop(clean, crop)) for n, noisy, clean in pairs if n in held]
@@ -311,10 +307,8 @@ class TrainingData:
                 if extra is None
                 else [im for _, im in _clean_images(extra, channels)]
             )
-            for name, _, clean in (pair for pair in pairs if pair[0] in held):
-                clean = _crop(clean, crop)
-                for sigma in data["val_sigmas"]:
-                    self.validation.append((f"{name}@{sigma}", add_noise(clean, "gaussian", sigma, rng=rng), clean))
+            held_clean = [(name, clean) for name, _, clean in pairs if name in held]
+            self.validation += _noisy_validation(held_clean, data["val_sigmas"], crop, rng)
         self.counts = {"train": len(names) - len(held), "validation": len(held)}
 
     def batch(self, count: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -354,6 +348,18 @@ class TrainingData:
         for k in np.flatnonzero(rng.random(clean.shape[0]) < self.noise["jpeg_probability"]):
             noisy[k] = jpeg_roundtrip(noisy[k], int(rng.integers(*self.noise["jpeg_quality"], endpoint=True)))
         return noisy
+
+
+def _noisy_validation(
+    images: Sequence[tuple[str, np.ndarray]], sigmas: Sequence[float], crop: int | None, rng: np.random.Generator
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name@sigma, noisy, clean) for each clean image, cropped, with Gaussian noise at each validation sigma."""
+    validation = []
+    for name, image in images:
+        clean = _crop(image, crop)
+        for sigma in sigmas:
+            validation.append((f"{name}@{sigma}", add_noise(clean, "gaussian", sigma, rng=rng), clean))
+    return validation
 
 
 def _crop(image: np.ndarray, size: int | None) -> np.ndarray:
