@@ -96,13 +96,19 @@ def dataset_info(name: str) -> DatasetInfo:
     raise BdnError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
 
 
-def bundled_images(name: str) -> list[tuple[str, np.ndarray]]:
-    """(name, float32 image in [0, 1]) of a set installed with bdn's dependencies ("Photos")."""
+def skimage_colour_images(names: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+    """(name, float32 RGB image in [0, 1]) of scikit-image's data images of these names (grey ones left out)."""
     import skimage.data
 
+    images = [(name, getattr(skimage.data, name)()) for name in names]
+    return [(name, (image[..., :3] / 255.0).astype(np.float32)) for name, image in images if image.ndim == 3]
+
+
+def bundled_images(name: str) -> list[tuple[str, np.ndarray]]:
+    """(name, float32 image in [0, 1]) of a set installed with bdn's dependencies ("Photos")."""
     if dataset_info(name).name != "Photos":
         raise BdnError(f"dataset {name} is not installed with bdn: use dataset_path() and clean_images()")
-    return [(photo, (getattr(skimage.data, photo)()[..., :3] / 255.0).astype(np.float32)) for photo in PHOTOS]
+    return skimage_colour_images(PHOTOS)
 
 
 def dataset_path(name: str, root: str | Path | None = None) -> Path:

@@ -311,7 +311,7 @@ def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
 
     if not 1 <= int(quality) <= 100:
         raise BdnError(f"JPEG quality must be in [1, 100], got {quality}")
-    pixels = np.ascontiguousarray(quantise(np.asarray(image), np.uint8))
+    pixels = quantise(np.asarray(image), np.uint8)
     colour = pixels.ndim == 3
     bgr = np.ascontiguousarray(pixels[..., ::-1]) if colour else pixels  # OpenCV stores colour as BGR
     ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])

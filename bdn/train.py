@@ -213,7 +213,7 @@ def _check_config(config: dict, where: str) -> None:
 
 def _clean_images(dataset: str, channels: int) -> list[tuple[str, np.ndarray]]:
     """(name, image) of a clean set: a bdn dataset name, 'skimage', or a folder."""
-    from bdn.data import clean_images, dataset_info, dataset_path
+    from bdn.data import clean_images, dataset_info, dataset_path, skimage_colour_images
     from bdn.io import read_image
 
     if dataset.lower() in ("stl10", "cifar10", "cifar100", "sidd"):
@@ -222,10 +222,7 @@ def _clean_images(dataset: str, channels: int) -> list[tuple[str, np.ndarray]]:
             "photographs scikit-image ships), PolyU-train pairs, or a folder of clean images"
         )
     if dataset == "skimage":
-        import skimage.data
-
-        images = [(name, getattr(skimage.data, name)()) for name in SKIMAGE_COLOUR]
-        images = [(n, (im[..., :3] / 255.0).astype(np.float32)) for n, im in images if im.ndim == 3]
+        images = skimage_colour_images(SKIMAGE_COLOUR)
     else:
         folder = Path(dataset)
         if not folder.is_dir():

@@ -60,7 +60,7 @@ ANCHOR = "official BF-DnCNN 0-55"
 NOISY, NLM = "noisy input", "NLM (bdn, sigma estimated)"
 DATASETS = ("Set12", "BSD68", "CC", "PolyU", "Photos")
 TABLES = ("quality_grey", "generalisation", "real_noise", "synthetic_colour", "speed")
-CBM3D = "CBM3D (true sigma)"
+CBM3D, NLM_GIVEN = "CBM3D (true sigma)", "NLM (bdn, sigma given)"
 SIGMAS = (15.0, 25.0, 50.0)
 GENERALISATION_SIGMAS = (25.0, 50.0)
 # The official model measured on this machine (shared/ANCHORS.md); a bigger gap means bdn's DnCNN differs.
@@ -311,14 +311,10 @@ def synthetic_cases(paths: Sequence[Path], sigma: float) -> list[Case]:
 
 
 def photo_cases(sigma: float, limit: int | None) -> list[Case]:
-    """The Photos set with Gaussian noise of `sigma`, seeded per image as `bdn bench` seeds it."""
-    from bdn.bench import NOISE_SEED
-    from bdn.data import bundled_images, synthesize
+    """The Photos set with Gaussian noise of `sigma`: the very cases `bdn bench` measures."""
+    from bdn.bench import bench_cases
 
-    return [
-        (name, synthesize(clean, "gaussian", sigma, seed=NOISE_SEED, name=name), clean)
-        for name, clean in bundled_images("Photos")[:limit]
-    ]
+    return [(name, noisy, clean) for name, _, _, noisy, clean in bench_cases("Photos", [sigma], limit, "all")]
 
 
 def grey_paths(dataset: str, limit: int | None) -> list[Path]:
@@ -480,8 +476,10 @@ def run_notes(tables: dict[str, pd.DataFrame], counts: dict[str, int], size: int
             "bdn.denoise(noisy, 'nlm') with its noise level estimated."
         )
     if "synthetic_colour" in tables:
+        from bdn.data import PHOTOS
+
         notes.append(
-            "Synthetic colour noise: the Photos set (" + ", ".join(_photos()) + ", from scikit-image; no colour "
+            "Synthetic colour noise: the Photos set (" + ", ".join(PHOTOS) + ", from scikit-image; no colour "
             "model trains on them), N(0, sigma/255) on every channel as for grey, not clipped; NLM and CBM3D "
             "(bdn.denoise 'bm3d', both stages) are given the true sigma, the models are blind."
         )
@@ -501,12 +499,6 @@ def run_notes(tables: dict[str, pd.DataFrame], counts: dict[str, int], size: int
             "published 667,008)."
         )
     return notes
-
-
-def _photos() -> tuple[str, ...]:
-    from bdn.data import PHOTOS
-
-    return PHOTOS
 
 
 def machine_text() -> str:
@@ -690,7 +682,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
         names = list(PHOTOS[: args.limit])
         counts["Photos"] = len(names)
         for sigma in args.sigmas:
-            methods = [(NOISY, "identity", identity), (NLM.replace("estimated", "given"), "nlm", partial(nlm, sigma))]
+            methods = [(NOISY, "identity", identity), (NLM_GIVEN, "nlm", partial(nlm, sigma))]
             if not missing_extra("bm3d"):
                 methods.append((CBM3D, "bm3d", partial(cbm3d, sigma)))
             methods.append((f"{ANCHOR} per channel", grey[0].digest, net_denoiser(grey[0], anchors, nets)))
@@ -718,7 +710,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
         order = [NOISY, NLM, f"{ANCHOR} per channel"] + [e.label for e in colour]
         tables["real_noise"] = wide_table(rows["real_noise"], order)
     if rows["synthetic_colour"]:
-        order = [NOISY, NLM.replace("estimated", "given"), CBM3D, f"{ANCHOR} per channel"] + [e.label for e in colour]
+        order = [NOISY, NLM_GIVEN, CBM3D, f"{ANCHOR} per channel"] + [e.label for e in colour]
         tables["synthetic_colour"] = wide_table(rows["synthetic_colour"], order)
     if rows["speed"]:
         tables["speed"] = speed_table(rows["speed"])
