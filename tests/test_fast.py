@@ -141,9 +141,10 @@ def test_onnx_form_matches_and_reuses_its_file(tmp_path, randomise_norms):
     assert list(tmp_path.iterdir()) == files  # no staging folder left behind
 
 
-def test_onnx_form_refuses_a_wrong_file(tmp_path, randomise_norms):
+def test_onnx_form_records_a_stale_file_again_and_refuses_a_wrong_export(tmp_path, randomise_norms, monkeypatch):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
+    from bdn.errors import BdnWarning
     from bdn.models import build_model
 
     net = randomise_norms(build_model("resnet_5x5_bn_3x3", 1))
@@ -152,8 +153,16 @@ def test_onnx_form_refuses_a_wrong_file(tmp_path, randomise_norms):
         other.stem.weight.mul_(-1)
     path = fast.onnx_form(other, 1, cache=tmp_path).path
     path.rename(tmp_path / f"{fast.weights_digest(net)}_1.onnx")  # a stale file under net's name
-    with pytest.raises(BdnError, match="onnxruntime differs from PyTorch"):
+    with pytest.warns(BdnWarning, match="unusable \\(onnxruntime differs from PyTorch by .*\\); recorded it again"):
+        runner = fast.onnx_form(net, 1, cache=tmp_path)
+    x = torch.rand(1, 1, 24, 24, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        assert float((runner(x) - net(x)).abs().max()) <= fast.TOLERANCE
+    monkeypatch.setattr(fast, "largest_difference", lambda *args: 0.5)  # an export that never agrees
+    with pytest.raises(BdnError, match="onnxruntime differs from PyTorch by 0.5"), pytest.warns(BdnWarning):
         fast.onnx_form(net, 1, cache=tmp_path)
+    with pytest.raises(BdnError, match="onnxruntime differs from PyTorch by 0.5"):
+        fast.onnx_form(net, 1, cache=tmp_path / "fresh")  # recorded just now: nothing to record again
 
 
 def test_onnx_form_unwritable_cache(tmp_path, randomise_norms):

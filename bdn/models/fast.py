@@ -252,17 +252,25 @@ def onnx_form(net: nn.Module, channels: int, cache: str | Path | None = None) ->
     folder = Path(cache) if cache else cache_folder()
     cached = (folder / _onnx_name(net, channels)).is_file()
     path = _onnx_file(net, channels, folder)
-    runner, trouble = _loaded_runner(path)
-    if trouble is not None and cached:  # a damaged cache entry (cut short, emptied): record it again, once
+    runner, trouble = _checked_runner(path, net, channels)
+    if trouble is not None and cached:  # a damaged or stale cache entry (cut short, edited): record it again, once
         warnings.warn(f"{path}: cached ONNX file unusable ({trouble}); recorded it again", BdnWarning, stacklevel=2)
         path.unlink(missing_ok=True)
-        runner, trouble = _loaded_runner(_onnx_file(net, channels, folder))
+        runner, trouble = _checked_runner(_onnx_file(net, channels, folder), net, channels)
     if runner is None:
         raise BdnError(f"{path}: {trouble}")
+    return runner
+
+
+def _checked_runner(path: Path, net: nn.Module, channels: int) -> tuple[OnnxRunner | None, str | None]:
+    """(the runner, None) when onnxruntime loads `path` and agrees with `net` to TOLERANCE, else (None, why not)."""
+    runner, trouble = _loaded_runner(path)
+    if runner is None:
+        return None, trouble
     difference = largest_difference(runner, net, channels)
     if not difference <= TOLERANCE:
-        raise BdnError(f"{path}: onnxruntime differs from PyTorch by {difference:.3g} (delete the file to redo it)")
-    return runner
+        return None, f"onnxruntime differs from PyTorch by {difference:.3g}"
+    return runner, None
 
 
 def _loaded_runner(path: Path) -> tuple[OnnxRunner | None, str | None]:
