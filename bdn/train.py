@@ -22,7 +22,9 @@ names a set). The `noise` section's kinds for synthetic patches: additive Gaussi
 salt-and-pepper, uniform, Poisson-Gaussian and demosaiced camera noise (bdn.noise), each patch one kind by the
 `*_probability` keys, and a JPEG round trip after the noise by `jpeg_probability`. A deterministic share of the
 training images (whole PolyU scenes for pairs) is held out for validation, scored every epoch at fixed noise levels
-with a fixed seed.
+with a fixed seed; for kind `mixed` the held-out pairs and their clean halves with Gaussian noise are scored apart
+(`val_psnr_real`, `val_psnr_synthetic` in the log) and the best epoch is chosen by `data.val_real_weight` x real +
+the rest x synthetic.
 
 `train.minutes` > 0 trains for that much training time instead (validation not counted): the cosine schedule follows
 the clock and `train.epochs` is only a cap, which suits a GPU lent for a fixed time (a resumed run goes on with the
@@ -69,6 +71,9 @@ DEFAULTS: dict = {
         # clean images are the training pairs' clean halves, or `clean_dataset` (a clean set, 'skimage', a folder)
         "synthetic_share": 0.5,
         "clean_dataset": None,
+        # kind "mixed": the best epoch is chosen by this weight on the real pairs' validation PSNR and the rest on
+        # the synthetic images' (each part's own mean, so the three sigmas do not outvote the real pairs)
+        "val_real_weight": 0.5,
     },
     "noise": {
         "additive": [0, 55],
@@ -170,8 +175,9 @@ def _check_config(config: dict, where: str) -> None:
     data, noise, train = config["data"], config["noise"], config["train"]
     if data["kind"] not in ("synthetic", "pairs", "mixed"):
         raise BdnError(f"{where}: data.kind must be 'synthetic', 'pairs' or 'mixed', got {data['kind']!r}")
-    if not 0 <= data["synthetic_share"] <= 1:
-        raise BdnError(f"{where}: data.synthetic_share must be in [0, 1]")
+    for key in ("synthetic_share", "val_real_weight"):
+        if not 0 <= data[key] <= 1:
+            raise BdnError(f"{where}: data.{key} must be in [0, 1]")
     for key in ("patch", "patches_per_epoch", "batch_size"):
         if not isinstance(data[key], int) or data[key] < 1:
             raise BdnError(f"{where}: data.{key} must be a positive integer")
@@ -295,6 +301,8 @@ class TrainingData:
         else:
             self.train_pairs = [(noisy, clean) for n, noisy, clean in pairs if n not in held]
             self.validation = [(n, _crop(noisy, crop), _crop(clean, crop)) for n, noisy, clean in pairs if n in held]
+        self.real_validation = len(self.validation) if self.kind == "mixed" else 0  # the first ones are real pairs
+        self.real_weight = data["val_real_weight"]
         if self.kind == "mixed":
             # Synthetic noise on the training pairs' clean halves (or a clean set); validated as the real pairs
             # are, plus the held-out pairs' clean halves with Gaussian noise at each validation sigma.
@@ -400,8 +408,21 @@ def recalibrate_norms(
     net.train(was_training)
 
 
-def validate(net: torch.nn.Module, images: Sequence[tuple[str, np.ndarray, np.ndarray]], device) -> float:
-    """Mean PSNR (bdn.metrics: output clipped to [0, 1]) over the validation images."""
+def validate(net: torch.nn.Module, data: TrainingData, device) -> dict[str, float]:
+    """The validation PSNR that picks the best epoch ("val_psnr"): the mean over the validation images, or for
+    kind "mixed" the real pairs' mean and the synthetic images' mean weighted by data.val_real_weight (both also
+    given: "val_psnr_real", "val_psnr_synthetic")."""
+    scores = validation_psnrs(net, data.validation, device)
+    real = data.real_validation
+    if not real:
+        return {"val_psnr": float(np.mean(scores))}
+    parts = {"val_psnr_real": float(np.mean(scores[:real])), "val_psnr_synthetic": float(np.mean(scores[real:]))}
+    weight = data.real_weight
+    return {"val_psnr": weight * parts["val_psnr_real"] + (1 - weight) * parts["val_psnr_synthetic"], **parts}
+
+
+def validation_psnrs(net: torch.nn.Module, images: Sequence[tuple[str, np.ndarray, np.ndarray]], device) -> list[float]:
+    """PSNR (bdn.metrics: output clipped to [0, 1]) of each validation image."""
     from bdn.metrics import psnr
 
     net.eval()
@@ -411,7 +432,7 @@ def validate(net: torch.nn.Module, images: Sequence[tuple[str, np.ndarray, np.nd
             out = to_image(net(batch_to_nchw(noisy[None]).to(device)))
             scores.append(psnr(clean, np.clip(out, 0, 1)))
     net.train()
-    return float(np.mean(scores))
+    return scores
 
 
 # --- the loop ------------------------------------------------------------------------------------------
@@ -436,8 +457,12 @@ def _plot(path: Path, rows: list[dict]) -> None:
     figure, (loss_axis, psnr_axis) = new_figure(1, 2, figsize=(9, 3.5))
     loss_axis.semilogy(epochs, [r["train_loss"] for r in rows])
     loss_axis.set(xlabel="epoch", ylabel="training loss (weighted terms)")
-    psnr_axis.plot(epochs, [r["val_psnr"] for r in rows], marker="o")
+    for key, label in (("val_psnr", "chosen by"), ("val_psnr_real", "real pairs"), ("val_psnr_synthetic", "synthetic")):
+        if any(key in r for r in rows):
+            psnr_axis.plot(epochs, [r.get(key, math.nan) for r in rows], marker="o", label=label)
     psnr_axis.set(xlabel="epoch", ylabel="validation PSNR (dB)")
+    if len(psnr_axis.lines) > 1:
+        psnr_axis.legend()
     figure.tight_layout()
     save_figure(figure, path)
 
@@ -537,16 +562,18 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
         epoch += 1
         spent += time.perf_counter() - started
         recalibrate_norms(net, data, settings["recalibrate_batches"], batch_size, settings["seed"] + epoch, device)
-        score = validate(net, data.validation, device)
+        scores = validate(net, data, device)
+        score = scores["val_psnr"]
         row = {
             "epoch": epoch,
             "train_loss": float(np.mean(losses)),
-            "val_psnr": round(score, 4),
+            **{key: round(value, 4) for key, value in scores.items()},
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - started, 1),
         }
         rows.append(row)
-        print(f"epoch {epoch}: loss {row['train_loss']:.3e}, validation PSNR {score:.2f} dB, {row['seconds']} s")
+        parts = "".join(f", {key[9:]} {value:.2f}" for key, value in scores.items() if key != "val_psnr")
+        print(f"epoch {epoch}: loss {row['train_loss']:.3e}, validation PSNR {score:.2f} dB{parts}, {row['seconds']} s")
         info = {**metadata, "epoch": str(epoch), "val_psnr": f"{score:.4f}"}
         save_weights(directory / "last.safetensors", net, name, channels, **info)
         if score > best:

@@ -4,13 +4,16 @@
 # in bf16, one thread each, one model after another. Each run resumes from its checkpoint when started again.
 #
 #   bash benchmarks/colour_mixed.sh [MODEL ...]      # default: every shipped colour model
+#   SET=balanced bash benchmarks/colour_mixed.sh MODEL ...   # the second round's configs (*_colour_balanced.json:
+#                                    # 40 % synthetic, the best epoch chosen by real and synthetic validation alike)
 #
-# Runs land in results/train_cpu_mixed/<model>_colour; then `python benchmarks/ship_models.py` ships the best
+# Runs land in results/train_cpu_<SET>/<model>_colour (SET default: mixed); then `python benchmarks/ship_models.py` ships the best
 # epochs that pass the bench (see benchmarks/records/colour_mixed_cpu.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
-OUT=${OUT:-results/train_cpu_mixed}
+SET=${SET:-mixed}
+OUT=${OUT:-results/train_cpu_$SET}
 export OMP_NUM_THREADS=1
 models=("$@")
 if [ ${#models[@]} -eq 0 ]; then
@@ -19,6 +22,6 @@ fi
 mkdir -p "$OUT"
 for model in "${models[@]}"; do
   "$BIN/bdn" train --model-directory "$OUT/${model}_colour" \
-    --pipeline-config "benchmarks/configs/cpu/${model}_colour_mixed.json" --no-progress \
+    --pipeline-config "benchmarks/configs/cpu/${model}_colour_$SET.json" --no-progress \
     >> "$OUT/${model}_colour.log" 2>&1
 done

@@ -282,6 +282,26 @@ def test_mixed_batches_hold_real_pairs_and_synthetic_noise(pair_folders):
     assert float(torch.corrcoef(torch.stack([n[:, :, :-1].flatten(), n[:, :, 1:].flatten()]))[0, 1]) > 0.3
 
 
+def test_mixed_validation_weighs_real_pairs_and_synthetic_noise_by_part(pair_folders):
+    config = merge_config(
+        {
+            "model": {"channels": 3},
+            "data": {"kind": "mixed", "dataset": pair_folders, "val_fraction": 0.3, "val_crop": 32},
+        }
+    )
+    data, identity = TrainingData(config), torch.nn.Identity()
+    each = train_module.validation_psnrs(identity, data.validation, "cpu")
+    real, synthetic = float(np.mean(each[:2])), float(np.mean(each[2:]))  # 2 held pairs, then 2 x 3 sigmas
+    assert real > synthetic + 5  # the folders' real noise is mild, the synthetic goes to sigma 50
+    scores = train_module.validate(identity, data, "cpu")
+    assert scores["val_psnr_real"] == pytest.approx(real) and scores["val_psnr_synthetic"] == pytest.approx(synthetic)
+    assert scores["val_psnr"] == pytest.approx((real + synthetic) / 2)  # not the mean of 8 images, 6 synthetic
+    data.real_weight = 0.8
+    assert train_module.validate(identity, data, "cpu")["val_psnr"] == pytest.approx(0.8 * real + 0.2 * synthetic)
+    config["data"]["kind"] = "pairs"
+    assert set(train_module.validate(identity, TrainingData(config), "cpu")) == {"val_psnr"}
+
+
 @pytest.mark.parametrize(
     ("noise", "message"),
     [
@@ -296,3 +316,5 @@ def test_mixed_noise_config_errors(noise, message):
         merge_config({"noise": noise})
     with pytest.raises(BdnError, match="data.synthetic_share must be in"):
         merge_config({"data": {"kind": "mixed", "synthetic_share": 2}})
+    with pytest.raises(BdnError, match="data.val_real_weight must be in"):
+        merge_config({"data": {"kind": "mixed", "val_real_weight": -0.1}})
