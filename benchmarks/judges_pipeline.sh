@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The quality network and the learned judge on bdn's default DIP, end to end (issue 17), resumable step by step:
 #   bash benchmarks/judges_pipeline.sh [STEP...]      steps: runs label train score features fit table (default: all)
+#   bash benchmarks/judges_pipeline.sh status         how far each run is (images done of the set; the one in progress)
 #
 # 1. runs: bdn's default DIP (skip64, bf16 where the CPU has it) with every snapshot kept (3,000 iterations, one every
 #    20) on PolyU-train 256x256 centre crops (training data), PolyU held-out crops and the 15 full-size CC images
@@ -89,8 +90,22 @@ for step in "${STEPS[@]}"; do
         --clean CC="$DATA/CC/mean" PolyU="$OUT/polyu_heldout/mean" --classical nlm \
         --threads "$THREADS" --out "$OUT/judges_table"
       ;;
+    status)
+      for spec in "skip64_c256 $OUT/polyu_train/real" "skip64_heldout_c256 $OUT/polyu_heldout/real" \
+        "skip64_cc $DATA/CC/real"; do
+        set -- $spec
+        count() { find -L "$@" 2>/dev/null | wc -l || true; }
+        total=$(count "$2" -maxdepth 1 -type f)
+        finished=$(count "$OUT/$1" -mindepth 2 -maxdepth 2 -name done.json)
+        busy=$(find "$OUT/$1" -mindepth 2 -maxdepth 2 -name checkpoint.pt 2>/dev/null | head -n 1 || true)
+        line="$1: $finished of $total images done"
+        [ -n "$busy" ] && line="$line; in progress: $(basename "$(dirname "$busy")"), $(count "$(dirname "$busy")" \
+          -name '*.png') snapshots"
+        echo "$line"
+      done
+      ;;
     *)
-      echo "judges_pipeline.sh: error: unknown step '$step' (runs label train score features fit table)" >&2
+      echo "judges_pipeline.sh: error: unknown step '$step' (runs label train score features fit table status)" >&2
       exit 1
       ;;
   esac
