@@ -572,7 +572,7 @@ def train(model_directory: str | Path, config: dict, progress: bool = True) -> d
             "seconds": round(time.perf_counter() - started, 1),
         }
         rows.append(row)
-        parts = "".join(f", {key[9:]} {value:.2f}" for key, value in scores.items() if key != "val_psnr")
+        parts = "".join(f", {k.removeprefix('val_psnr_')} {v:.2f}" for k, v in scores.items() if k != "val_psnr")
         print(f"epoch {epoch}: loss {row['train_loss']:.3e}, validation PSNR {score:.2f} dB{parts}, {row['seconds']} s")
         info = {**metadata, "epoch": str(epoch), "val_psnr": f"{score:.4f}"}
         save_weights(directory / "last.safetensors", net, name, channels, **info)

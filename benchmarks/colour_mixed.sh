@@ -7,8 +7,8 @@
 #   SET=balanced bash benchmarks/colour_mixed.sh MODEL ...   # the second round's configs (*_colour_balanced.json:
 #                                    # 40 % synthetic, the best epoch chosen by real and synthetic validation alike)
 #
-# Runs land in results/train_cpu_<SET>/<model>_colour (SET default: mixed); then `python benchmarks/ship_models.py` ships the best
-# epochs that pass the bench (see benchmarks/records/colour_mixed_cpu.md).
+# Runs land in results/train_cpu_<SET>/<model>_colour (SET default: mixed); then `python benchmarks/ship_models.py`
+# ships the best epochs that pass the bench (see benchmarks/records/models_colour_mixed_cpu.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}

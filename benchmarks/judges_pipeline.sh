@@ -91,10 +91,10 @@ for step in "${STEPS[@]}"; do
         --threads "$THREADS" --out "$OUT/judges_table"
       ;;
     status)
+      count() { find -L "$@" 2>/dev/null | wc -l || true; }
       for spec in "skip64_c256 $OUT/polyu_train/real" "skip64_heldout_c256 $OUT/polyu_heldout/real" \
         "skip64_cc $DATA/CC/real"; do
         set -- $spec
-        count() { find -L "$@" 2>/dev/null | wc -l || true; }
         total=$(count "$2" -maxdepth 1 -type f)
         finished=$(count "$OUT/$1" -mindepth 2 -maxdepth 2 -name done.json)
         busy=$(find "$OUT/$1" -mindepth 2 -maxdepth 2 -name checkpoint.pt 2>/dev/null | head -n 1 || true)
