@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The quality network and the learned judge on bdn's default DIP, end to end (issue 17), resumable step by step:
 #   bash benchmarks/judges_pipeline.sh [STEP...]      steps: runs label train score features fit table (default: all)
+#   bash benchmarks/judges_pipeline.sh runs-crops & bash benchmarks/judges_pipeline.sh runs-cc &   (the runs, two jobs)
 #   bash benchmarks/judges_pipeline.sh status         how far each run is (images done of the set; the one in progress)
 #
 # 1. runs: bdn's default DIP (skip64, bf16 where the CPU has it) with every snapshot kept (3,000 iterations, one every
 #    20) on PolyU-train 256x256 centre crops (training data), PolyU held-out crops and the 15 full-size CC images
 #    (measurement only: never trained or tuned on). Each `bdn run` resumes where it stopped (done.json, checkpoints).
+#    `runs` = `runs-crops` then `runs-cc`; on two cores run those two as two one-thread jobs side by side. The
+#    training crops go in rounds, one image of each PolyU-train scene (camera and subject, bdn.names.polyu_group) a
+#    round, round 1 before the held-out crops: a partial set already spans every camera and scene.
 # 2. label: the seed's 10-bin labels of the PolyU-train snapshots (bdn label).
 # 3. train: BIQAN on them, N x N crops of each iterate an epoch (bdn train-biqan --tiles).
 # 4. score: the new BIQAN's scores of every snapshot of the three runs (bdn select, read-only).
@@ -31,14 +35,24 @@ split_folders() {  # PolyU's committed split as folders of links (bdn run takes 
 import sys
 from pathlib import Path
 from bdn.data import polyu_pairs
+from bdn.names import polyu_group
 data, out = sys.argv[1], Path(sys.argv[2])
+seen = {}
 for split, name in (("train", "polyu_train"), ("heldout", "polyu_heldout")):
-    for pair in polyu_pairs(split, data):
-        for src, kind in ((pair.noisy, "real"), (pair.clean, "mean")):
-            link = out / name / kind / Path(src).name
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if not link.exists():
-                link.symlink_to(Path(src).resolve())
+    for pair in sorted(polyu_pairs(split, data), key=lambda pair: pair.name):
+        folders = [name]
+        if split == "train":  # round r holds the r-th image of each scene
+            group = polyu_group(pair.name)
+            seen[group] = seen.get(group, 0) + 1
+            folders.append(f"{name}_rounds/{seen[group]}")
+        for folder in folders:
+            for src, kind in ((pair.noisy, "real"), (pair.clean, "mean")):
+                link = out / folder / kind / Path(src).name
+                link.parent.mkdir(parents=True, exist_ok=True)
+                try:  # the two runs jobs may make the same links at once
+                    link.symlink_to(Path(src).resolve())
+                except FileExistsError:
+                    pass
 EOF
 }
 
@@ -52,11 +66,19 @@ dip() {  # dip NAME REAL MEAN [more bdn run options]
 
 for step in "${STEPS[@]}"; do
   case "$step" in
-    runs)
+    runs | runs-crops | runs-cc)
       split_folders
-      dip skip64_c256 "$OUT/polyu_train/real" "$OUT/polyu_train/mean" --crop 256
-      dip skip64_heldout_c256 "$OUT/polyu_heldout/real" "$OUT/polyu_heldout/mean" --crop 256
-      dip skip64_cc "$DATA/CC/real" "$DATA/CC/mean"
+      if [ "$step" != runs-cc ]; then
+        for round in $(ls "$OUT/polyu_train_rounds" | sort -n); do
+          dip skip64_c256 "$OUT/polyu_train_rounds/$round/real" "$OUT/polyu_train_rounds/$round/mean" --crop 256
+          if [ "$round" = 1 ]; then
+            dip skip64_heldout_c256 "$OUT/polyu_heldout/real" "$OUT/polyu_heldout/mean" --crop 256
+          fi
+        done
+      fi
+      if [ "$step" != runs-crops ]; then
+        dip skip64_cc "$DATA/CC/real" "$DATA/CC/mean"
+      fi
       ;;
     label)
       "$BIN/bdn" label --run-path "$OUT/skip64_c256" --output-path "$OUT/skip64_c256_scores.txt"
@@ -105,7 +127,7 @@ for step in "${STEPS[@]}"; do
       done
       ;;
     *)
-      echo "judges_pipeline.sh: error: unknown step '$step' (runs label train score features fit table status)" >&2
+      echo "judges_pipeline.sh: error: unknown step '$step' (runs runs-crops runs-cc label train score features fit table status)" >&2
       exit 1
       ;;
   esac
