@@ -19,6 +19,8 @@ written), and set against the oracle (the snapshot with the highest recorded PSN
   images the run fitted (`--noisy NAME=FOLDER`; without it the dataset's noise rows are skipped with a note);
 - `learned`: the learned judge (biqan/combined.py: the noise rule's, WMV's and BIQAN's figures in one linear model;
   `--learned-weights`, default the shipped ones), with the same BIQAN and the noisy images;
+- `last`: the final snapshot, no judge at all: the baseline a judge must beat (where a fit's PSNR still rises at
+  the last iteration, as bdn's default DIP's does on full-size CC at 3,000 iterations, it is the best one);
 - `oracle`: the best snapshot (gap 0 by definition: a check that every judge sees the same snapshots).
 With a BIQAN, the notes also give its rank correlation (Spearman) with PSNR over each image's snapshots.
 Without `--biqan` the biqan and seed recipe rows are skipped with a note. With `--classical` (or `--classical nlm`),
@@ -90,7 +92,7 @@ SUMMARY_COLUMNS = (
 class Spec:
     """One row kind of the table: a judge of bdn.dip.judges.make_judge with its options, under a key."""
 
-    key: str  # biqan | seed recipe | wmv | noise | oracle
+    key: str  # biqan | seed recipe | wmv | noise | learned | last | oracle
     judge: str  # the make_judge name
     options: dict = field(default_factory=dict)
     settings: str = ""
@@ -242,6 +244,7 @@ def judge_specs(args: argparse.Namespace, model: object | None, metadata: dict) 
         learned = {"model": model, "weights": args.learned_weights, "every": 1, "tiles": args.biqan_tiles}
         shown = args.learned_weights or "checkpoints/judge_learned.json"
         specs.append(Spec("learned", "learned", learned, f"weights {shown}, sigma estimated"))
+    specs.append(Spec("last", "none", {}, "the run's final snapshot: no judge"))
     specs.append(Spec("oracle", "oracle", {}, "best recorded PSNR"))
     return specs
 

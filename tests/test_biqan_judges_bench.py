@@ -109,17 +109,20 @@ def test_every_judge_on_the_same_snapshots(bench, data, tmp_path):
     assert not list(root.rglob("choice.json"))
 
     per_image = pd.read_csv(out / "per_image.csv")
-    judges = ["biqan", "seed recipe", "wmv", "noise", "learned", "oracle"]
-    assert set(per_image["judge"]) == set(judges) and len(per_image) == 2 * 6 * 3
+    judges = ["biqan", "seed recipe", "wmv", "noise", "learned", "last", "oracle"]
+    assert set(per_image["judge"]) == set(judges) and len(per_image) == 2 * 7 * 3
     assert (per_image["snapshots"] == 15).all()
     for (dataset, image), group in per_image.groupby(["dataset", "image"]):
         # Same snapshots for every judge: one oracle per image, the best recorded PSNR.
-        assert group["oracle_psnr"].tolist() == pytest.approx([data["best"][dataset][image]] * 6, abs=1e-9)
+        assert group["oracle_psnr"].tolist() == pytest.approx([data["best"][dataset][image]] * 7, abs=1e-9)
         assert (group["psnr"] <= group["oracle_psnr"] + 1e-12).all()
         assert group["gap"].tolist() == pytest.approx((group["oracle_psnr"] - group["psnr"]).tolist())
     oracle = per_image[per_image["judge"] == "oracle"]
     assert (oracle["gap"] == 0).all() and (oracle["iteration"] == oracle["oracle_iteration"]).all()
     assert oracle[oracle["dataset"] == "CC"]["iteration"].tolist() == [160, 100, 300]  # the least levels
+    last = per_image[per_image["judge"] == "last"]
+    assert (last["iteration"] == 15 * SAVE_ITER).all()  # no judge: the final snapshot, best only for "c"
+    assert last.set_index(["dataset", "image"])["gap"].gt(0).tolist() == [True, True, False] * 2
 
     # biqan: what test_BIQAN's own path chooses with the checkpoint's protocol and crop.
     from biqan.model import load_biqan
@@ -134,7 +137,7 @@ def test_every_judge_on_the_same_snapshots(bench, data, tmp_path):
 
     summary = pd.read_csv(out / "summary.csv")
     assert summary["judge"].tolist() == [j for j in judges for _ in range(2)]
-    assert summary["dataset"].tolist() == ["CC", "PolyU"] * 6
+    assert summary["dataset"].tolist() == ["CC", "PolyU"] * 7
     for row in summary.itertuples():
         group = per_image[(per_image["judge"] == row.judge) & (per_image["dataset"] == row.dataset)]
         assert row.images == 3
@@ -183,6 +186,8 @@ def test_skipped_rows_are_noted_and_classical_methods_measured(bench, data, tmp_
         ("wmv", "CC"),
         ("wmv", "PolyU"),
         ("noise", "CC"),
+        ("last", "CC"),
+        ("last", "PolyU"),
         ("oracle", "CC"),
         ("oracle", "PolyU"),
         ("nlm", "CC"),
