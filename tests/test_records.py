@@ -87,7 +87,7 @@ def test_verify_reports_a_difference_and_a_changed_input(tmp_path, noisy, capsys
 def test_verify_refuses_records_of_other_commands(tmp_path, capsys):
     path = write_record(tmp_path / "r.json", make_record("train", {}))
     assert main(["verify", str(path)]) == 1
-    assert "re-runs bdn denoise records only" in capsys.readouterr().err
+    assert "re-runs bdn denoise and bdn run records only" in capsys.readouterr().err
 
 
 def test_weights_follow_the_umask(tmp_path):
@@ -155,3 +155,70 @@ def test_explain_writes_its_record(tmp_path):
     record = read_record(out / "record.json")
     assert record["command"] == "bdn explain" and record["inputs"][0]["sha256"] == file_sha256(image)
     assert record["outputs"] and all(len(entry["sha256"]) == 64 for entry in record["outputs"])
+
+
+@pytest.fixture(scope="module")
+def dip_run(tmp_path_factory):
+    """A two-image bdn run (skip64, 10 iterations, 64x64 pairs) whose records bdn verify re-fits."""
+    root = tmp_path_factory.mktemp("dip_run")
+    rng = np.random.default_rng(3)
+    for name in ("a", "b"):
+        clean = rng.uniform(0.2, 0.8, (64, 64, 3))
+        write_image(root / "mean" / f"{name}_mean.png", clean)
+        write_image(root / "real" / f"{name}_real.png", np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1))
+    argv = ["run", "--dataset-real-path", str(root / "real"), "--dataset-mean-path", str(root / "mean")]
+    argv += ["--output-path", str(root / "run"), "--net-type", "skip64", "--num-iter", "10", "--save-iter", "5"]
+    assert main([*argv, "--threads", "1", "--no-progress"]) == 0
+    return root
+
+
+def test_a_run_records_its_inputs_and_result_and_verify_fits_an_image_again(dip_run, tmp_path, capsys):
+    done = json.loads((dip_run / "run" / "a" / "done.json").read_text())
+    assert done["result_sha256"] == file_sha256(dip_run / "run" / "a" / "result.png")
+    assert done["input_paths"] == {
+        "noisy": str(dip_run / "real" / "a_real.png"),
+        "clean": str(dip_run / "mean" / "a_mean.png"),
+    }
+    capsys.readouterr()
+    keep = tmp_path / "kept"
+    assert main(["verify", str(dip_run / "run" / "run.json"), "--image", "b", "--keep", str(keep)]) == 0
+    said = capsys.readouterr().out
+    assert "fitting b again" in said and "identical: b fitted again gives the recorded result.png" in said
+    assert file_sha256(keep / "run" / "b" / "result.png") == file_sha256(dip_run / "run" / "b" / "result.png")
+
+
+def test_verify_of_a_run_says_what_differs_and_what_is_missing(dip_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(dip_run / "run", run)
+    record = run / "run.json"
+    assert main(["verify", str(record)]) == 1  # two finished images: which one?
+    assert "give --image ID, one of the 2 finished images (a, b)" in capsys.readouterr().err
+    assert main(["verify", str(record), "--image", "c"]) == 1
+    assert "--image c: not a finished image" in capsys.readouterr().err
+
+    changed = json.loads(record.read_text())
+    changed["options"]["config"]["lr"] = 0.05  # as if the recorded fit had used another learning rate
+    record.write_text(json.dumps(changed))
+    assert main(["verify", str(record), "--image", "a"]) == 1
+    said = capsys.readouterr().out
+    assert "differs: a: result.png sha256" in said and "largest pixel difference" in said
+
+    done = json.loads((run / "b" / "done.json").read_text())
+    del done["result_sha256"]
+    (run / "b" / "done.json").write_text(json.dumps(done))
+    assert main(["verify", str(record), "--image", "b"]) == 1
+    assert "written by an older bdn" in capsys.readouterr().err
+
+
+def test_verify_of_a_run_refuses_a_changed_input(dip_run, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(dip_run, root)
+    for done_path in (root / "run").glob("*/done.json"):  # point the records at the copied inputs
+        done_path.write_text(done_path.read_text().replace(str(dip_run), str(root)))
+    (root / "real" / "a_real.png").write_bytes((root / "real" / "a_real.png").read_bytes() + b"\0")
+    assert main(["verify", str(root / "run" / "run.json"), "--image", "a"]) == 1
+    assert "the noisy input changed since the record" in capsys.readouterr().err

@@ -17,7 +17,8 @@ The files it writes per image (snapshots, log.csv, the seed's `<id>.txt`, choice
 done.json, checkpoint.pt) and over the folder (summary.csv / summary.md) are specified in bdn/dip/runfolder.py,
 which writes and reads them. `run.json` is the run's record (bdn.record: versions, device, threads, seed, every
 option, weights' SHA-256), written when an invocation's first image is done; each done.json adds the seed, the
-thread count and its input files' SHA-256.
+thread count, its input files' paths and SHA-256 and result.png's SHA-256, so that `bdn verify <run>/run.json
+--image <id>` can fit that image again and compare the bytes.
 
 Resume: running the same command again skips images whose done.json exists. An unfinished image continues from
 its checkpoint: `torch.save` of plain tensors and numbers (`fit_dip`'s `frame.state()`: weights, Adam moments,
@@ -359,7 +360,7 @@ def _run_image(
     atomic_write_text(folder / "log.csv", log_csv(result.history))
     atomic_write_text(out / f"{item.name}.txt", seed_txt(item.name, snapshots))
     choice = _choose(result, judge, snapshots, clean is not None)
-    chosen_psnr = None
+    chosen_psnr, result_sha256 = None, None
     if choice is not None:
         iteration = choice["iteration"]
         if iteration is not None:
@@ -375,6 +376,7 @@ def _run_image(
                 choice["score"] = chosen_psnr
         choice["score"] = _finite(choice["score"])
         write_choice(folder, choice, result_image)
+        result_sha256 = file_sha256(folder / "result.png")
     from bdn.report import dip_curves_figure
 
     dip_curves_figure(
@@ -408,6 +410,8 @@ def _run_image(
         "input_sha256": {
             kind: file_sha256(path) for kind, path in (("noisy", item.noisy), ("clean", item.clean)) if path
         },
+        "input_paths": {kind: str(path) for kind, path in (("noisy", item.noisy), ("clean", item.clean)) if path},
+        "result_sha256": result_sha256,  # what `bdn verify <run>/run.json --image <id>` compares a re-fit with
     }
     write_done(folder, record)
     checkpoint_path.unlink(missing_ok=True)

@@ -25,7 +25,8 @@ clean-only folder, the clean file's stem without `_mean`), under the run folder 
   mean((EMA - noisy)^2) on [0, 1] values (noise), the mean quality score (biqan). With neither a judge nor a clean
   image, neither file is written.
 - `<id>/curves.png`: PSNR of the EMA and the raw output against iteration (with a clean image) and the loss.
-- `<id>/done.json`: written last; an image is finished when and only when it exists. It holds the summary row.
+- `<id>/done.json`: written last; an image is finished when and only when it exists. It holds the summary row,
+  the seed and thread count, the input files (`input_paths`, `input_sha256`) and result.png's `result_sha256`.
 - `<id>/checkpoint.pt` while the image is unfinished (`torch.save` of plain tensors and numbers, read with
   `torch.load(weights_only=True)`; deleted when done): see `read_checkpoint`.
 - `summary.csv` / `summary.md` over the folder (`SUMMARY_COLUMNS`): image, noisy PSNR, best (peak) PSNR of the
