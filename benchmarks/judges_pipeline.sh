@@ -119,7 +119,7 @@ for step in "${STEPS[@]}"; do
         set -- $spec
         total=$(count "$2" -maxdepth 1 -type f)
         finished=$(count "$OUT/$1" -mindepth 2 -maxdepth 2 -name done.json)
-        busy=$(find "$OUT/$1" -mindepth 2 -maxdepth 2 -name checkpoint.pt 2>/dev/null | head -n 1 || true)
+        busy=$(ls -t "$OUT/$1"/*/checkpoint.pt 2>/dev/null | head -n 1 || true)  # the newest: others wait
         line="$1: $finished of $total images done"
         [ -n "$busy" ] && line="$line; in progress: $(basename "$(dirname "$busy")"), $(count "$(dirname "$busy")" \
           -name '*.png') snapshots"
