@@ -581,6 +581,44 @@ def test_torchrun_shares_the_images_between_two_processes(tmp_path):
     assert "did not start" not in finished.stderr
 
 
+def test_two_plain_processes_share_one_folder_through_its_locks(tmp_path):
+    """Two `bdn run` processes over the same folder, no torchrun: each image is fitted once, by one of them."""
+    names = ["p", "q", "r", "s"]
+    data = make_folder(tmp_path / "data", names)
+    out = tmp_path / "out"
+    command = [sys.executable, str(wrapper(tmp_path)), "--dataset_real_path", str(data / "real")]
+    command += ["--dataset_mean_path", str(data / "mean"), "--output_path", str(out), "--num_iter", "30"]
+    command += ["--save_iter", "10", *TINY_ARGS]
+    processes = [
+        subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    said = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], [err[-2000:] for _, err in said]
+    fitted = [line.split(":")[0] for out_text, _ in said for line in out_text.splitlines() if " iterations in " in line]
+    assert sorted(fitted) == names  # each image once
+    assert sorted(p.parent.name for p in out.glob("*/done.json")) == names and not list(out.glob("*/fitting.lock"))
+
+
+def test_a_live_lock_is_passed_by_a_dead_one_taken_over_another_hosts_honoured(tmp_path):
+    import socket
+
+    data = make_folder(tmp_path / "data", ["a", "b", "c"])
+    out = tmp_path / "out"
+    config = tiny_config(num_iter=4, save_iter=2)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for name, owner in (("a", f"{socket.gethostname()} {os.getpid()}"), ("b", f"{socket.gethostname()} {gone.stdout}")):
+        (out / name).mkdir(parents=True)
+        (out / name / "fitting.lock").write_text(owner)
+    (out / "c").mkdir()
+    (out / "c" / "fitting.lock").write_text("another-host 1")
+    lines = []
+    report = run_folder(data / "real", data / "mean", out, config, progress=False, echo=lines.append, device="cpu")
+    assert report.done == ["b"] and report.busy == ["a", "c"]  # a: this live process; b: a process that ended
+    assert any(line.startswith("a: being fitted by another process") for line in lines)
+    assert not (out / "b" / "fitting.lock").exists() and (out / "a" / "fitting.lock").exists()
+
+
 def test_without_a_process_group_each_rank_still_takes_its_share(tmp_path, monkeypatch, capsys):
     for key in ("MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)

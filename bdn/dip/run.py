@@ -66,12 +66,15 @@ from bdn.dip.nets import min_size, net_spec, smallest_side
 from bdn.dip.runfolder import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_NAME,
+    LOCK_NAME,
     log_csv,
     read_checkpoint,
+    release_lock,
     seed_txt,
     snapshot_at_or_before,
     snapshot_files,
     snapshot_name,
+    take_lock,
     write_choice,
     write_done,
     write_summary,
@@ -107,6 +110,7 @@ class FolderReport:
     rows: list[dict] = field(default_factory=list)
     done: list[str] = field(default_factory=list)  # fitted (or finished) in this run
     skipped: list[str] = field(default_factory=list)  # finished before this run
+    busy: list[str] = field(default_factory=list)  # being fitted by another process (its fitting.lock)
     resumed: dict[str, int] = field(default_factory=dict)  # name -> checkpoint iteration it continued from
     problems: list[str] = field(default_factory=list)
     summary: Path | None = None  # summary.csv, where this process wrote it
@@ -610,8 +614,15 @@ def run_folder(
 
     bar = tqdm(total=len(mine), desc="run_BDN", unit="image", disable=not show, dynamic_ncols=True)
     for index, item in enumerate(mine, 1):
-        if (out / item.name / "done.json").exists():
-            report.skipped.append(item.name)
+        folder = out / item.name
+        lock = None if (folder / "done.json").exists() else take_lock(folder)
+        if lock is None or (folder / "done.json").exists():  # finished, or being fitted by another process
+            release_lock(lock)
+            if (folder / "done.json").exists():
+                report.skipped.append(item.name)
+            else:
+                report.busy.append(item.name)
+                say(f"{item.name}: being fitted by another process ({folder / LOCK_NAME}); passed by")
             bar.update(1)
             continue
         try:
@@ -651,6 +662,8 @@ def run_folder(
             if record["chosen_psnr"] is not None:
                 line += f", {record['judge']} chose {record['chosen_iteration']} ({record['chosen_psnr']:.2f} dB)"
             (bar.write if show else say)(line)
+        finally:
+            release_lock(lock)
         bar.update(1)
     bar.close()
 

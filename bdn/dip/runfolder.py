@@ -27,6 +27,9 @@ clean-only folder, the clean file's stem without `_mean`), under the run folder 
 - `<id>/curves.png`: PSNR of the EMA and the raw output against iteration (with a clean image) and the loss.
 - `<id>/done.json`: written last; an image is finished when and only when it exists. It holds the summary row,
   the seed and thread count, the input files (`input_paths`, `input_sha256`) and result.png's `result_sha256`.
+- `<id>/fitting.lock` while a process fits the image (`take_lock`): its host name and process id. Other `bdn run`
+  processes over the same folder pass the image by, so that several can share one folder's images without torchrun;
+  a lock whose process is gone (same host) is taken over.
 - `<id>/checkpoint.pt` while the image is unfinished (`torch.save` of plain tensors and numbers, read with
   `torch.load(weights_only=True)`; deleted when done): see `read_checkpoint`.
 - `summary.csv` / `summary.md` over the folder (`SUMMARY_COLUMNS`): image, noisy PSNR, best (peak) PSNR of the
@@ -41,6 +44,7 @@ run_BDN cut them (`fit_to`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -92,6 +96,7 @@ SUMMARY_COLUMNS = (
     "s_per_iter",
 )
 CHECKPOINT_NAME = "checkpoint.pt"
+LOCK_NAME = "fitting.lock"
 CHECKPOINT_FORMAT = 2  # 2: judges save their whole state (1: WMV without its window)
 _SNAPSHOT = re.compile(r"^(\d{5,})\.png$")
 
@@ -320,6 +325,63 @@ def write_choice(folder: Path, record: dict, image: bytes | np.ndarray) -> None:
     else:
         write_image(folder / "result.png", image)
     atomic_write_text(folder / "choice.json", json.dumps(record, indent=2) + "\n")
+
+
+def _lock_owner(lock: Path) -> tuple[str, int] | None:
+    """(host, pid) written in a lock file; None where it cannot be read (being written, or damaged)."""
+    try:
+        host, pid = lock.read_text(encoding="utf-8").split()
+        return host, int(pid)
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def take_lock(folder: Path) -> Path | None:
+    """Claim an image folder for this process: its lock file, or None where another live process holds it.
+
+    The lock is created atomically (O_EXCL). One left by a process that no longer runs on this host (killed, the
+    machine restarted) is taken over; one from another host is honoured (delete it by hand if that run is gone).
+    """
+    import os
+    import socket
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    me = f"{socket.gethostname()} {os.getpid()}\n"
+    for _ in range(2):
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is None or owner[0] != socket.gethostname() or _alive(owner[1]):
+                return None
+            lock.unlink(missing_ok=True)  # its process is gone: take it over
+            continue
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(me)
+        return lock
+    return None
+
+
+def release_lock(lock: Path | None) -> None:
+    """Remove a lock of `take_lock`, and its image folder where that holds nothing else (an image that failed
+    before its first file leaves no trace)."""
+    if lock is not None:
+        lock.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: the image's files
+            lock.parent.rmdir()
 
 
 def write_done(folder: Path, record: dict) -> None:
