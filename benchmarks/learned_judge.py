@@ -6,7 +6,7 @@
 Reads benchmarks/snapshot_features.py's table (one row per DIP snapshot: recorded PSNR, the noise judge's residual
 and noise estimate, WMV's windowed variances, BIQAN's scores), computes each snapshot's features with
 `biqan.combined.feature_table` (the judge's own definition, so offline and online agree), fits the linear model by
-ridge regression on the `--tune` dataset only (target: minus the gap to the image's best snapshot, clipped at 3 dB),
+ridge regression on the `--tune` dataset(s) only (several: their snapshots pooled) (target: minus the gap to the image's best snapshot, clipped at 3 dB),
 and replays the judge on every dataset: per image the snapshot with the highest prediction (no stop, as the
 shipped judge runs). Also fitted and measured the same way: the model without BIQAN's two features, to show what
 BIQAN adds. Writes <out>/summary.csv, <out>/summary.md (with the weights and the command) and, with `--weights`,
@@ -103,7 +103,9 @@ def summarise(chosen: pd.DataFrame, judge: str) -> pd.DataFrame:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Fit the learned judge on one dataset, measure it on the rest.")
     parser.add_argument("--stats", required=True, help="benchmarks/snapshot_features.py's table (csv or csv.gz)")
-    parser.add_argument("--tune", default="PolyU-train", help="the dataset the model is fitted on (PolyU-train)")
+    parser.add_argument(
+        "--tune", nargs="+", default=["PolyU-train"], help="the dataset(s) the model is fitted on (PolyU-train)"
+    )
     parser.add_argument("--ridge", type=float, default=1.0, help="ridge penalty (default 1)")
     parser.add_argument("--out", default="results/learned_judge", help="folder for summary.csv / summary.md")
     parser.add_argument("--weights", default=None, help="also write the judge's weights file here")
@@ -118,9 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if missing:
             raise BdnError(f"{args.stats}: no column {', '.join(sorted(missing))} (expected snapshot_features.py's)")
         rows = features(stats)
-        tune = rows[rows["dataset"] == args.tune]
-        if tune.empty:
-            raise BdnError(f"--tune {args.tune}: no such dataset in {args.stats} ({', '.join(rows.dataset.unique())})")
+        for name in args.tune:
+            if name not in set(rows["dataset"]):
+                known = ", ".join(rows["dataset"].unique())
+                raise BdnError(f"--tune {name}: no such dataset in {args.stats} ({known})")
+        tune = rows[rows["dataset"].isin(args.tune)]
         variants = {"learned": FEATURES, "learned without BIQAN": ("rho", "slope", "wmv")}
         fitted = {name: fit(tune, used, args.ridge) for name, used in variants.items()}
         summary = pd.concat([summarise(replay(rows, *fitted[name]), name) for name in variants], ignore_index=True)
@@ -137,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "features": list(FEATURES),
         "weights": [round(float(w), 6) for w in weights],
         "bias": round(bias, 6),
-        "trained_on": f"{args.tune} rows of {Path(args.stats).name} (ridge {args.ridge:g}, gaps clipped at "
+        "trained_on": f"{' + '.join(args.tune)} rows of {Path(args.stats).name} (ridge {args.ridge:g}, gaps clipped at "
         f"{GAP_CLIP:g} dB)",
         "made": datetime.date.today().isoformat(),
     }

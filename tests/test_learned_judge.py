@@ -156,3 +156,7 @@ def test_fitting_script_writes_weights_the_judge_loads(tmp_path, capsys):
     assert load_weights(tmp_path / "w.json")["trained_on"].startswith("PolyU-train rows of stats.csv")
     assert main(["--stats", str(tmp_path / "stats.csv"), "--tune", "Nope", "--out", str(out)]) == 1
     assert "--tune Nope: no such dataset" in capsys.readouterr().err
+    both = ["--stats", str(tmp_path / "stats.csv"), "--tune", "PolyU-train", "CC", "--out", str(out)]
+    assert main([*both, "--weights", str(tmp_path / "both.json")]) == 0  # several datasets pooled
+    assert load_weights(tmp_path / "both.json")["trained_on"].startswith("PolyU-train + CC rows of stats.csv")
+    assert load_weights(tmp_path / "both.json")["weights"] != load_weights(tmp_path / "w.json")["weights"]
