@@ -6,11 +6,11 @@
 Reads benchmarks/snapshot_features.py's table (one row per DIP snapshot: recorded PSNR, the noise judge's residual
 and noise estimate, WMV's windowed variances, BIQAN's scores), computes each snapshot's features with
 `biqan.combined.feature_table` (the judge's own definition, so offline and online agree), fits the linear model by
-ridge regression on the `--tune` dataset(s) only (several: their snapshots pooled) (target: minus the gap to the image's best snapshot, clipped at 3 dB),
-and replays the judge on every dataset: per image the snapshot with the highest prediction (no stop, as the
-shipped judge runs). Also fitted and measured the same way: the model without BIQAN's two features, to show what
-BIQAN adds. Writes <out>/summary.csv, <out>/summary.md (with the weights and the command) and, with `--weights`,
-the judge's weights file.
+ridge regression on the `--tune` dataset(s) only, several pooled (target: minus the gap to the image's best
+snapshot, clipped at 3 dB), and replays the judge on every dataset: per image the snapshot with the highest
+prediction (no stop, as the shipped judge runs). Also fitted and measured the same way: the model without BIQAN's
+two features, to show what BIQAN adds. Writes <out>/summary.csv, <out>/summary.md (with the weights and the
+command) and, with `--weights`, the judge's weights file.
 """
 
 from __future__ import annotations
