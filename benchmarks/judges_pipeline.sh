@@ -74,8 +74,9 @@ for step in "${STEPS[@]}"; do
       rounds="$OUT/polyu_train_rounds"
       dip skip64_c256 "$rounds/1/real" "$rounds/1/mean" --crop 256
       dip skip64_heldout_c256 "$OUT/polyu_heldout/real" "$OUT/polyu_heldout/mean" --crop 256
-      dip skip64_cc "$DATA/CC/real" "$DATA/CC/mean"
-      dip skip64_train_full "$OUT/polyu_train_full/real" "$OUT/polyu_train_full/mean"
+      # full size: the final states kept (--keep-state), for going past 3,000 iterations later without refitting
+      dip skip64_cc "$DATA/CC/real" "$DATA/CC/mean" --keep-state
+      dip skip64_train_full "$OUT/polyu_train_full/real" "$OUT/polyu_train_full/mean" --keep-state
       for round in $(ls "$rounds" | sort -n | tail -n +2); do
         dip skip64_c256 "$rounds/$round/real" "$rounds/$round/mean" --crop 256
       done

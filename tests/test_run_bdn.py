@@ -384,6 +384,30 @@ def test_a_resumed_fit_equals_an_uninterrupted_one():
         assert resumed.iterations == 9
 
 
+def test_a_kept_final_state_lets_a_longer_run_go_on_exactly(tmp_path):
+    """--keep-state: finished at 10 iterations, then run to 20: the same files as one 20-iteration run."""
+    data = make_folder(tmp_path / "data", ["a", "b"])
+    short, long = tiny_config(num_iter=10, save_iter=5), tiny_config(num_iter=20, save_iter=5)
+    kept, whole = tmp_path / "kept", tmp_path / "whole"
+    common = {"checkpoint_iter": 0, "progress": False, "echo": None, "device": "cpu"}
+    run_folder(data / "real", data / "mean", kept, short, keep_state=True, **common)
+    assert (kept / "a" / "checkpoint.pt").exists() and json.loads((kept / "a" / "done.json").read_text())[
+        "iterations"
+    ] == 10
+    assert run_folder(data / "real", data / "mean", kept, short, **common).skipped == ["a", "b"]  # finished at 10
+    report = run_folder(data / "real", data / "mean", kept, long, **common)  # no keep_state now: states dropped
+    assert report.done == ["a", "b"] and report.resumed == {"a": 10, "b": 10}
+    run_folder(data / "real", data / "mean", whole, long, **common)
+    for name in ("00020.png", "log.csv", "result.png", "choice.json"):
+        assert (kept / "a" / name).read_bytes() == (whole / "a" / name).read_bytes(), name
+    done = json.loads((kept / "a" / "done.json").read_text())
+    assert done["iterations"] == 20 and done["resumed_from"] == 10 and not (kept / "a" / "checkpoint.pt").exists()
+    assert run_folder(data / "real", data / "mean", kept, tiny_config(num_iter=30, save_iter=5), **common).skipped == [
+        "a",
+        "b",
+    ]  # no state kept the second time: finished for good
+
+
 @pytest.mark.parametrize(
     ("stop", "at"),
     [

@@ -29,6 +29,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--save-iter", type=int, default=defaults.save_iter, help="snapshot interval (the choosers' candidates)")
     add("--show-iter", type=int, default=defaults.show_iter, help="how often the figures reach the progress bar")
     add("--checkpoint-iter", type=int, default=100, help="checkpoint interval for resuming; 0: none")
+    add(
+        "--keep-state",
+        action="store_true",
+        help="keep each full fit's final state, so that a later run with a larger --num-iter goes on from it",
+    )
     add("--lr", type=float, default=defaults.lr)
     add("--input-depth", type=int, default=defaults.input_depth)
     add("--net-type", default="skip", help=f"generator: {', '.join(NET_TYPE_NAMES)}")
@@ -204,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
             progress=args.progress,
             init=args.init,
             barrier=dist.barrier if grouped else None,
+            keep_state=args.keep_state,
         )
     finally:
         if grouped:

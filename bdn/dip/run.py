@@ -69,6 +69,7 @@ from bdn.dip.runfolder import (
     LOCK_NAME,
     log_csv,
     read_checkpoint,
+    read_done,
     release_lock,
     seed_txt,
     snapshot_at_or_before,
@@ -285,6 +286,7 @@ def _run_image(
     label: str,
     rank: int = 0,
     init: OpenedInit | None = None,
+    keep_state: bool = False,
 ) -> tuple[dict, int | None]:
     """Fit one image and write its files; returns (its done.json record, the iteration it resumed from)."""
     folder = out / item.name
@@ -304,6 +306,7 @@ def _run_image(
         start = _check_resumable(checkpoint_path, checkpoint, settings, config.num_iter)
         resume_state, judge_state = checkpoint["fit"], checkpoint["judge"]
         snapshots = {int(i): (p, s) for i, p, s in checkpoint["snapshots"].tolist()}
+        (folder / "done.json").unlink(missing_ok=True)  # a finished fit going on: unfinished until it ends
     for iteration, path in snapshot_files(folder).items():
         if iteration > start:  # written after the checkpoint by the interrupted run: done again below
             path.unlink()
@@ -326,7 +329,8 @@ def _run_image(
             q = to_8bit(frame.ema_tensor)
             writer.submit(write_image, folder / snapshot_name(iteration), _host_image(q))
             snapshots[iteration] = _snapshot_metrics(q, clean_t)
-        if checkpoint_iter and iteration % checkpoint_iter == 0 and iteration < config.num_iter:
+        periodic = checkpoint_iter and iteration % checkpoint_iter == 0 and iteration < config.num_iter
+        if periodic or (keep_state and iteration == config.num_iter):  # the final state: a later run may go on
             table = torch.tensor([(i, *snapshots[i]) for i in sorted(snapshots)], dtype=torch.float64).reshape(-1, 3)
             state = {
                 "format": CHECKPOINT_FORMAT,
@@ -418,11 +422,21 @@ def _run_image(
         "result_sha256": result_sha256,  # what `bdn verify <run>/run.json --image <id>` compares a re-fit with
     }
     write_done(folder, record)
-    checkpoint_path.unlink(missing_ok=True)
+    if not (keep_state and result.iterations == config.num_iter and not result.stopped_early):
+        checkpoint_path.unlink(missing_ok=True)
     return record, start or None
 
 
 # --- the folder --------------------------------------------------------------------------------------------
+
+
+def _finished(folder: Path, num_iter: int) -> bool:
+    """done.json is there, and no kept final state lets the fit go on to `num_iter` (see keep_state)."""
+    done = read_done(folder)
+    if done is None:
+        return (folder / "done.json").exists()  # unreadable: finished as far as passing it by goes
+    more = int(done.get("iterations") or 0) < num_iter and not done.get("stopped_early")
+    return not (more and (folder / CHECKPOINT_NAME).exists())
 
 
 def _problem(item: Item, error: BaseException) -> str:
@@ -443,6 +457,7 @@ def _write_run_record(
     checkpoint_iter: int,
     device,
     init: str | None,
+    keep_state: bool,
 ) -> None:
     """run.json: the run's record (bdn.record), rewritten by each invocation that finishes an image."""
     from bdn.record import make_record, write_record
@@ -463,6 +478,7 @@ def _write_run_record(
         "part": part,
         "checkpoint_iter": checkpoint_iter,
         "init": init,
+        "keep_state": keep_state,
     }
     write_record(out / "run.json", make_record("run", options, weights=weights, seed=config.seed, device=str(device)))
 
@@ -485,6 +501,7 @@ def run_folder(
     echo: Callable[[str], None] | None = print,
     init: str | None = None,
     barrier: Callable[[], None] | None = None,
+    keep_state: bool = False,
 ) -> FolderReport:
     """DIP over a folder (see the module docstring for the files); BdnError for bad input as a whole, while one
     bad image only adds a line to `problems` and the batch goes on.
@@ -534,6 +551,11 @@ def run_folder(
     barrier : callable, optional
         Under torchrun, a process group's barrier (the command layer starts the group): every rank waits there
         when its images are done, then rank 0 writes the summary; without one, every rank writes it.
+    keep_state : bool, default False
+        Keep each image's final state (its checkpoint.pt at the last iteration, about the size of the snapshots'
+        PNGs) when it ran every iteration (no judge stopped it). A later run with a larger `config.num_iter` then
+        continues those images from there instead of passing them by as finished (exactly as one longer run, on
+        the CPU); images finished without a kept state stay finished.
 
     Returns
     -------
@@ -615,10 +637,10 @@ def run_folder(
     bar = tqdm(total=len(mine), desc="run_BDN", unit="image", disable=not show, dynamic_ncols=True)
     for index, item in enumerate(mine, 1):
         folder = out / item.name
-        lock = None if (folder / "done.json").exists() else take_lock(folder)
-        if lock is None or (folder / "done.json").exists():  # finished, or being fitted by another process
+        lock = None if _finished(folder, config.num_iter) else take_lock(folder)
+        if lock is None or _finished(folder, config.num_iter):  # finished, or being fitted by another process
             release_lock(lock)
-            if (folder / "done.json").exists():
+            if _finished(folder, config.num_iter):
                 report.skipped.append(item.name)
             else:
                 report.busy.append(item.name)
@@ -641,6 +663,7 @@ def run_folder(
                 label=f"{item.name} ({index}/{len(mine)})",
                 rank=rank,
                 init=opened,
+                keep_state=keep_state,
             )
         except BdnError as error:
             report.problems.append(_problem(item, error))
@@ -649,7 +672,7 @@ def run_folder(
         else:
             if rank == 0 and not report.done:  # the run's record, once an image is done (bdn.record)
                 _write_run_record(
-                    out, config, stop, judge_options, noise, crop, limit, part, checkpoint_iter, dev, init
+                    out, config, stop, judge_options, noise, crop, limit, part, checkpoint_iter, dev, init, keep_state
                 )
             report.done.append(item.name)
             if resumed:
