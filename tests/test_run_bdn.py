@@ -624,23 +624,32 @@ def test_two_plain_processes_share_one_folder_through_its_locks(tmp_path):
     assert sorted(p.parent.name for p in out.glob("*/done.json")) == names and not list(out.glob("*/fitting.lock"))
 
 
-def test_a_live_lock_is_passed_by_a_dead_one_taken_over_another_hosts_honoured(tmp_path):
+def test_a_live_lock_is_passed_by_a_dead_one_taken_over_another_hosts_honoured(tmp_path, monkeypatch):
     import socket
 
-    data = make_folder(tmp_path / "data", ["a", "b", "c"])
+    import bdn.dip.runfolder as runfolder
+
+    data = make_folder(tmp_path / "data", ["a", "b", "c", "d"])
     out = tmp_path / "out"
     config = tiny_config(num_iter=4, save_iter=2)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     for name, owner in (("a", f"{socket.gethostname()} {os.getpid()}"), ("b", f"{socket.gethostname()} {gone.stdout}")):
         (out / name).mkdir(parents=True)
         (out / name / "fitting.lock").write_text(owner)
-    (out / "c").mkdir()
-    (out / "c" / "fitting.lock").write_text("another-host 1")
+    for name in ("c", "d"):
+        (out / name).mkdir()
+        (out / name / "fitting.lock").write_text("another-host 1")
+    old = time.time() - runfolder.LOCK_STALE_SECONDS - 5
+    os.utime(out / "d" / "fitting.lock", (old, old))  # untouched too long: its run was killed, wherever it ran
+    beats = []
+    monkeypatch.setattr(run_module, "LOCK_BEAT_SECONDS", 0.0)  # touch the lock every iteration
+    monkeypatch.setattr(run_module, "heartbeat", lambda lock: beats.append(lock.parent.name))
     lines = []
     report = run_folder(data / "real", data / "mean", out, config, progress=False, echo=lines.append, device="cpu")
-    assert report.done == ["b"] and report.busy == ["a", "c"]  # a: this live process; b: a process that ended
+    assert report.done == ["b", "d"] and report.busy == ["a", "c"]  # a: this live process; b: a process that ended
     assert any(line.startswith("a: being fitted by another process") for line in lines)
     assert not (out / "b" / "fitting.lock").exists() and (out / "a" / "fitting.lock").exists()
+    assert beats == ["b"] * 4 + ["d"] * 4  # once an iteration here
 
 
 def test_without_a_process_group_each_rank_still_takes_its_share(tmp_path, monkeypatch, capsys):

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -66,7 +67,9 @@ from bdn.dip.nets import min_size, net_spec, smallest_side
 from bdn.dip.runfolder import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_NAME,
+    LOCK_BEAT_SECONDS,
     LOCK_NAME,
+    heartbeat,
     log_csv,
     read_checkpoint,
     read_done,
@@ -323,8 +326,12 @@ def _run_image(
     clean_t = to_chw(clean, torch.float32, device)[None].to(torch.float64) if clean is not None else None
 
     writer = OrderedWriter()
+    beat = [time.monotonic()]
 
     def on_iteration(iteration: int, frame) -> bool:
+        if time.monotonic() - beat[0] >= LOCK_BEAT_SECONDS:  # the lock says this fit still runs
+            heartbeat(folder / LOCK_NAME)
+            beat[0] = time.monotonic()
         if frame.is_snapshot:
             q = to_8bit(frame.ema_tensor)
             writer.submit(write_image, folder / snapshot_name(iteration), _host_image(q))

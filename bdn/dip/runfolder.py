@@ -27,9 +27,10 @@ clean-only folder, the clean file's stem without `_mean`), under the run folder 
 - `<id>/curves.png`: PSNR of the EMA and the raw output against iteration (with a clean image) and the loss.
 - `<id>/done.json`: written last; an image is finished when and only when it exists. It holds the summary row,
   the seed and thread count, the input files (`input_paths`, `input_sha256`) and result.png's `result_sha256`.
-- `<id>/fitting.lock` while a process fits the image (`take_lock`): its host name and process id. Other `bdn run`
-  processes over the same folder pass the image by, so that several can share one folder's images without torchrun;
-  a lock whose process is gone (same host) is taken over.
+- `<id>/fitting.lock` while a process fits the image (`take_lock`): its host name and process id, its time
+  touched at least once a minute while the fit runs (`heartbeat`). Other `bdn run` processes over the same folder
+  pass the image by, so that several can share one folder's images without torchrun; a lock whose process is gone
+  (same host) or that nobody touched for `LOCK_STALE_SECONDS` (a killed run on another host or machine) is taken over.
 - `<id>/checkpoint.pt` while the image is unfinished (`torch.save` of plain tensors and numbers, read with
   `torch.load(weights_only=True)`; deleted when done): see `read_checkpoint`.
 - `summary.csv` / `summary.md` over the folder (`SUMMARY_COLUMNS`): image, noisy PSNR, best (peak) PSNR of the
@@ -97,6 +98,8 @@ SUMMARY_COLUMNS = (
 )
 CHECKPOINT_NAME = "checkpoint.pt"
 LOCK_NAME = "fitting.lock"
+LOCK_BEAT_SECONDS = 60.0  # how often a fitting process touches its lock
+LOCK_STALE_SECONDS = 600.0  # untouched this long: its process is gone, wherever it ran
 CHECKPOINT_FORMAT = 2  # 2: judges save their whole state (1: WMV without its window)
 _SNAPSHOT = re.compile(r"^(\d{5,})\.png$")
 
@@ -351,11 +354,13 @@ def _alive(pid: int) -> bool:
 def take_lock(folder: Path) -> Path | None:
     """Claim an image folder for this process: its lock file, or None where another live process holds it.
 
-    The lock is created atomically (O_EXCL). One left by a process that no longer runs on this host (killed, the
-    machine restarted) is taken over; one from another host is honoured (delete it by hand if that run is gone).
+    The lock is created atomically (O_EXCL). One left by a process that no longer runs on this host is taken over,
+    and so is one nobody touched for LOCK_STALE_SECONDS (its process, here or on another host, was killed: a fit
+    touches its lock every LOCK_BEAT_SECONDS, see `heartbeat`; process ids do not survive a restart).
     """
     import os
     import socket
+    import time
 
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
@@ -365,7 +370,12 @@ def take_lock(folder: Path) -> Path | None:
             handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             owner = _lock_owner(lock)
-            if owner is None or owner[0] != socket.gethostname() or _alive(owner[1]):
+            try:
+                silent = time.time() - lock.stat().st_mtime
+            except OSError:  # released meanwhile: try again
+                continue
+            dead = owner is not None and owner[0] == socket.gethostname() and not _alive(owner[1])
+            if not dead and silent < LOCK_STALE_SECONDS:
                 return None
             lock.unlink(missing_ok=True)  # its process is gone: take it over
             continue
@@ -373,6 +383,14 @@ def take_lock(folder: Path) -> Path | None:
             file.write(me)
         return lock
     return None
+
+
+def heartbeat(lock: Path) -> None:
+    """Touch a held lock (its time says the fit still runs; see `take_lock`)."""
+    import os
+
+    with contextlib.suppress(OSError):
+        os.utime(lock)
 
 
 def release_lock(lock: Path | None) -> None:
