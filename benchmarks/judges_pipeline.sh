@@ -67,6 +67,9 @@ dip() {  # dip NAME REAL MEAN [more bdn run options]
     >>"$OUT/logs/$name.log" 2>&1
 }
 
+# Braced and ended with exit: bash reads all of it before the first step, so editing this file while
+# a long `runs` goes on cannot change what that run does.
+{
 for step in "${STEPS[@]}"; do
   case "$step" in
     runs)
@@ -138,3 +141,5 @@ for step in "${STEPS[@]}"; do
       ;;
   esac
 done
+exit 0
+}
