@@ -199,6 +199,10 @@ def test_verify_of_a_run_says_what_differs_and_what_is_missing(dip_run, tmp_path
     assert "--image c: not a finished image" in capsys.readouterr().err
 
     changed = json.loads(record.read_text())
+    changed["options"]["config"]["num_iter"] = 50  # a later bdn run of the folder went further: a ran 10
+    record.write_text(json.dumps(changed))
+    assert main(["verify", str(record), "--image", "a"]) == 0
+    assert "identical: a fitted again" in capsys.readouterr().out
     changed["options"]["config"]["lr"] = 0.05  # as if the recorded fit had used another learning rate
     record.write_text(json.dumps(changed))
     assert main(["verify", str(record), "--image", "a"]) == 1

@@ -8,8 +8,9 @@ or when the record cannot be re-run.
 
 Verifies `bdn run` records too (`<run>/run.json`), one image at a time (`--image ID`; optional when the run
 finished one image only): that image's done.json names its input files and their SHA-256, its thread count and
-device, and result.png's SHA-256; the image is fitted again from the start with run.json's options (the config,
-the judge and its options, the noise, the crop, the learned initialisation) into a temporary folder and the new
+device, and result.png's SHA-256; the image is fitted again from the start with run.json's options (those of the
+folder's latest `bdn run`: the config, the judge and its options, the noise, the crop, the learned initialisation;
+the iteration count the image's own where no judge stopped it) into a temporary folder and the new
 result.png's bytes are compared. A fit takes as long as it took (done.json's `seconds`). On one machine and
 thread count a CPU fit is deterministic, resumed or not; elsewhere a few levels may differ. Records of the other
 commands (bench, train, train-biqan, dip-init, export) are read and refused with one line: re-running them is
@@ -88,6 +89,7 @@ def verify_run(
     record_file: Path, record: dict, image: str | None, keep: str | Path | None, threads: int | None, echo
 ) -> bool:
     """Fit one image of a `bdn run` record again (see the module docstring); True when result.png's bytes match."""
+    import dataclasses
     import json
     import tempfile
 
@@ -128,6 +130,8 @@ def verify_run(
         raise BdnError(f"{record_file}: not a bdn run record's options ({error})") from None
     if isinstance(options["config"].get("net_type"), dict):
         raise BdnError(f"{record_file}: a custom net spec; bdn verify re-fits the named nets only")
+    if not done.get("stopped_early") and done.get("iterations"):  # the image's own length (run.json: the last call's)
+        config = dataclasses.replace(config, num_iter=int(done["iterations"]))
     judge_options = {
         key: str(_located(value, record)) if key in ("model_path", "weights") and value else value
         for key, value in (options.get("judge_options") or {}).items()
