@@ -652,6 +652,28 @@ def test_a_live_lock_is_passed_by_a_dead_one_taken_over_another_hosts_honoured(t
     assert beats == ["b"] * 4 + ["d"] * 4  # once an iteration here
 
 
+def test_a_fit_whose_lock_was_taken_over_stops_and_leaves_the_lock_alone(tmp_path, monkeypatch):
+    import bdn.dip.runfolder as runfolder
+
+    data = make_folder(tmp_path / "data", ["a"])
+    out = tmp_path / "out"
+    calls = []
+
+    def taken_over_at_the_second_beat(lock):
+        calls.append(lock)
+        if len(calls) == 2:  # as if this process had stood still and another had taken the image
+            lock.write_text("elsewhere 1\n")
+        runfolder.heartbeat(lock)
+
+    monkeypatch.setattr(run_module, "LOCK_BEAT_SECONDS", 0.0)
+    monkeypatch.setattr(run_module, "heartbeat", taken_over_at_the_second_beat)
+    config = tiny_config(num_iter=6, save_iter=2)
+    report = run_folder(data / "real", data / "mean", out, config, progress=False, echo=None, device="cpu")
+    assert report.done == [] and len(calls) == 2
+    assert "another process took this image over" in report.problems[0]
+    assert (out / "a" / "fitting.lock").read_text() == "elsewhere 1\n" and not (out / "a" / "done.json").exists()
+
+
 def test_without_a_process_group_each_rank_still_takes_its_share(tmp_path, monkeypatch, capsys):
     for key in ("MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)

@@ -385,18 +385,28 @@ def take_lock(folder: Path) -> Path | None:
     return None
 
 
+def _mine(lock: Path) -> bool:
+    import os
+    import socket
+
+    return _lock_owner(lock) == (socket.gethostname(), os.getpid())
+
+
 def heartbeat(lock: Path) -> None:
-    """Touch a held lock (its time says the fit still runs; see `take_lock`)."""
+    """Touch a held lock (its time says the fit still runs; see `take_lock`). BdnError where another process took
+    it over meanwhile (this one stood still, stopped or suspended, for LOCK_STALE_SECONDS): that fit stops here."""
     import os
 
+    if not _mine(lock):
+        raise BdnError(f"{lock}: another process took this image over while this one stood still; it stops fitting it")
     with contextlib.suppress(OSError):
         os.utime(lock)
 
 
 def release_lock(lock: Path | None) -> None:
-    """Remove a lock of `take_lock`, and its image folder where that holds nothing else (an image that failed
-    before its first file leaves no trace)."""
-    if lock is not None:
+    """Remove a lock of `take_lock` (unless another process took it over), and its image folder where that holds
+    nothing else (an image that failed before its first file leaves no trace)."""
+    if lock is not None and _mine(lock):
         lock.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # not empty: the image's files
             lock.parent.rmdir()
