@@ -19,8 +19,9 @@
 # 6. fit: the learned judge on PolyU-train's features, crops and full size (benchmarks/learned_judge.py).
 # 7. table: every judge on CC and PolyU held-out, the seed's figures beside (benchmarks/biqan_judges.py).
 # On this 2-core CPU with one thread a job: the runs take about 11 minutes a crop and an hour a full-size image, so
-# the runs step spans sessions; each later step takes minutes. THREADS (default 1) and DATA (default ../shared/data)
-# may be set in the environment.
+# the runs step spans sessions; each later step takes minutes. THREADS (default 1), DATA (default ../shared/data) and
+# BACKBONE (train: start BIQAN's features from these weights, e.g. checkpoints/biqan.safetensors, two stages) may be
+# set in the environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-$(cd .. && pwd)/shared/data}"
@@ -91,7 +92,7 @@ for step in "${STEPS[@]}"; do
       ;;
     train)
       "$BIN/bdn" train-biqan --score-path "$OUT/skip64_c256_scores.txt" --output-path "$OUT/biqan_skip64" \
-        --tiles 2 --epochs 40 --threads "$THREADS" --workers 0 --no-progress
+        --tiles 2 --epochs 40 --threads "$THREADS" --workers 0 --no-progress ${BACKBONE:+--backbone "$BACKBONE"}
       ;;
     score)
       for run in skip64_c256 skip64_train_full skip64_heldout_c256 skip64_cc; do
