@@ -90,12 +90,12 @@ def verify_run(
 ) -> bool:
     """Fit one image of a `bdn run` record again (see the module docstring); True when result.png's bytes match."""
     import dataclasses
-    import json
     import tempfile
 
     from bdn.cli.options import set_threads
     from bdn.dip.config import DipConfig
     from bdn.dip.run import run_folder
+    from bdn.dip.runfolder import read_done
     from bdn.errors import BdnError
     from bdn.record import environment, file_sha256
 
@@ -110,7 +110,9 @@ def verify_run(
         image = finished[0]
     if image not in finished:
         raise BdnError(f"--image {image}: not a finished image of {run} (no {image}/done.json)")
-    done = json.loads((run / image / "done.json").read_text(encoding="utf-8"))
+    done = read_done(run / image)
+    if done is None:
+        raise BdnError(f"{run / image / 'done.json'}: cannot be read")
     if "result_sha256" not in done or "input_paths" not in done:
         raise BdnError(f"{run / image / 'done.json'}: written by an older bdn (no input paths or result SHA-256)")
     if done["result_sha256"] is None:

@@ -644,13 +644,14 @@ def run_folder(
     bar = tqdm(total=len(mine), desc="run_BDN", unit="image", disable=not show, dynamic_ncols=True)
     for index, item in enumerate(mine, 1):
         folder = out / item.name
-        lock = None if _finished(folder, config.num_iter) else take_lock(folder)
-        if lock is None or _finished(folder, config.num_iter):  # finished, or being fitted by another process
+        finished = _finished(folder, config.num_iter)
+        lock = None if finished else take_lock(folder)
+        if lock is not None and _finished(folder, config.num_iter):  # another process finished it meanwhile
             release_lock(lock)
-            if _finished(folder, config.num_iter):
-                report.skipped.append(item.name)
-            else:
-                report.busy.append(item.name)
+            lock, finished = None, True
+        if lock is None:  # finished, or being fitted by another process
+            (report.skipped if finished else report.busy).append(item.name)
+            if not finished:
                 say(f"{item.name}: being fitted by another process ({folder / LOCK_NAME}); passed by")
             bar.update(1)
             continue

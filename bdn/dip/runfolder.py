@@ -49,7 +49,10 @@ import contextlib
 import csv
 import json
 import math
+import os
 import re
+import socket
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,8 +343,6 @@ def _lock_owner(lock: Path) -> tuple[str, int] | None:
 
 
 def _alive(pid: int) -> bool:
-    import os
-
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -358,10 +359,6 @@ def take_lock(folder: Path) -> Path | None:
     and so is one nobody touched for LOCK_STALE_SECONDS (its process, here or on another host, was killed: a fit
     touches its lock every LOCK_BEAT_SECONDS, see `heartbeat`; process ids do not survive a restart).
     """
-    import os
-    import socket
-    import time
-
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
     me = f"{socket.gethostname()} {os.getpid()}\n"
@@ -386,17 +383,12 @@ def take_lock(folder: Path) -> Path | None:
 
 
 def _mine(lock: Path) -> bool:
-    import os
-    import socket
-
     return _lock_owner(lock) == (socket.gethostname(), os.getpid())
 
 
 def heartbeat(lock: Path) -> None:
     """Touch a held lock (its time says the fit still runs; see `take_lock`). BdnError where another process took
     it over meanwhile (this one stood still, stopped or suspended, for LOCK_STALE_SECONDS): that fit stops here."""
-    import os
-
     if not _mine(lock):
         raise BdnError(f"{lock}: another process took this image over while this one stood still; it stops fitting it")
     with contextlib.suppress(OSError):
