@@ -9,8 +9,10 @@ and noise estimate, WMV's windowed variances, BIQAN's scores), computes each sna
 ridge regression on the `--tune` dataset(s) only, several pooled (target: minus the gap to the image's best
 snapshot, clipped at 3 dB), and replays the judge on every dataset: per image the snapshot with the highest
 prediction (no stop, as the shipped judge runs). Also fitted and measured the same way: the model without BIQAN's
-two features, to show what BIQAN adds. Writes <out>/summary.csv, <out>/summary.md (with the weights and the
-command) and, with `--weights`, the judge's weights file.
+two features, to show what BIQAN adds. `--patience N` replays with the judge's patience (stop once N snapshots
+have not raised the best prediction); `--cv` adds the `--tune` rows left out one PolyU scene at a time (each scene
+replayed by a model fitted on the others: how the judge does on scenes it has not seen). Writes <out>/summary.csv,
+<out>/summary.md (with the weights and the command) and, with `--weights`, the judge's weights file.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pandas as pd
 
 from bdn.cli.options import OneLineParser
 from bdn.errors import BdnError
+from bdn.names import polyu_group
 from biqan.combined import FEATURES, WMV_WINDOW, feature_table
 
 PROG = "benchmarks/learned_judge.py"
@@ -62,12 +65,22 @@ def fit(rows: pd.DataFrame, used: Sequence[str], ridge: float) -> tuple[np.ndarr
     return np.array([weights.get(name, 0.0) for name in FEATURES]), float(solution[-1])
 
 
-def replay(rows: pd.DataFrame, weights: np.ndarray, bias: float) -> pd.DataFrame:
-    """Per (dataset, image): the chosen snapshot (highest prediction, the first of equal ones) and its gap."""
+def replay(rows: pd.DataFrame, weights: np.ndarray, bias: float, patience: int | None = None) -> pd.DataFrame:
+    """Per (dataset, image): the chosen snapshot (highest prediction, the first of equal ones) and its gap. With
+    `patience`, as the judge's own option: the replay stops once that many snapshots have not raised the best
+    prediction, and the choice is the best up to there."""
     out = []
     for (dataset, image), group in rows.groupby(["dataset", "image"], sort=True):
+        group = group.sort_values("iteration")
         prediction = group[list(FEATURES)].to_numpy() @ weights + bias
-        chosen = int(np.argmax(prediction))
+        chosen, since = 0, 0
+        for k in range(1, len(prediction)):
+            if patience is not None and since >= patience:
+                break
+            if prediction[k] > prediction[chosen]:
+                chosen, since = k, 0
+            else:
+                since += 1
         out.append(
             {
                 "dataset": dataset,
@@ -79,6 +92,23 @@ def replay(rows: pd.DataFrame, weights: np.ndarray, bias: float) -> pd.DataFrame
             }
         )
     return pd.DataFrame(out)
+
+
+def _scene(image: str) -> str:
+    """The group an image is held out with: its PolyU scene (crops of one scene are near-duplicates), else itself."""
+    try:
+        return "/".join(polyu_group(image))
+    except BdnError:
+        return image
+
+
+def cross_validated(rows: pd.DataFrame, used: Sequence[str], ridge: float, patience: int | None) -> pd.DataFrame:
+    """Leave one scene out: each scene's images replayed by a model fitted on the other scenes' rows."""
+    scenes = rows["image"].map(_scene)
+    parts = [
+        replay(rows[scenes == scene], *fit(rows[scenes != scene], used, ridge), patience) for scene in scenes.unique()
+    ]
+    return pd.concat(parts, ignore_index=True)
 
 
 def summarise(chosen: pd.DataFrame, judge: str) -> pd.DataFrame:
@@ -107,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tune", nargs="+", default=["PolyU-train"], help="the dataset(s) the model is fitted on (PolyU-train)"
     )
     parser.add_argument("--ridge", type=float, default=1.0, help="ridge penalty (default 1)")
+    parser.add_argument(
+        "--patience", type=int, default=None, help="replay with the judge's patience (snapshots; default: no stop)"
+    )
+    parser.add_argument(
+        "--cv", action="store_true", help="also the --tune rows left out one scene at a time (rows 'learned (CV)')"
+    )
     parser.add_argument("--out", default="results/learned_judge", help="folder for summary.csv / summary.md")
     parser.add_argument("--weights", default=None, help="also write the judge's weights file here")
     return parser
@@ -127,7 +163,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         tune = rows[rows["dataset"].isin(args.tune)]
         variants = {"learned": FEATURES, "learned without BIQAN": ("rho", "slope", "wmv")}
         fitted = {name: fit(tune, used, args.ridge) for name, used in variants.items()}
-        summary = pd.concat([summarise(replay(rows, *fitted[name]), name) for name in variants], ignore_index=True)
+        parts = [summarise(replay(rows, *fitted[name], args.patience), name) for name in variants]
+        if args.cv:
+            tuned = rows[rows["dataset"].isin(args.tune)]
+            parts += [
+                summarise(cross_validated(tuned, used, args.ridge, args.patience), f"{name} (CV)")
+                for name, used in variants.items()
+            ]
+        summary = pd.concat(parts, ignore_index=True)
     except BdnError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1

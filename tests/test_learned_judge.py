@@ -160,3 +160,22 @@ def test_fitting_script_writes_weights_the_judge_loads(tmp_path, capsys):
     assert main([*both, "--weights", str(tmp_path / "both.json")]) == 0  # several datasets pooled
     assert load_weights(tmp_path / "both.json")["trained_on"].startswith("PolyU-train + CC rows of stats.csv")
     assert load_weights(tmp_path / "both.json")["weights"] != load_weights(tmp_path / "w.json")["weights"]
+    assert main([*argv, "--patience", "3", "--cv"]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["judge"]) == {"learned", "learned without BIQAN", "learned (CV)", "learned without BIQAN (CV)"}
+    assert set(summary.loc[summary["judge"].str.endswith("(CV)"), "dataset"]) == {"PolyU-train"}  # only --tune's
+
+
+def test_replay_with_patience_stops_as_the_judge_does():
+    from learned_judge import replay
+
+    rows = pd.DataFrame({"dataset": "d", "image": "a", "iteration": [20, 40, 60, 80, 100]})
+    for name in FEATURES:
+        rows[name] = 0.0
+    rows["rho"] = [0.0, 1.0, 0.5, 0.4, 2.0]  # the prediction, with weight 1 on rho
+    rows["psnr"] = [30.0, 33.0, 32.0, 31.0, 34.0]
+    rows["gap"] = rows["psnr"].max() - rows["psnr"]
+    weights = np.array([1.0] + [0.0] * (len(FEATURES) - 1))
+    assert replay(rows, weights, 0.0)["iteration"].tolist() == [100]  # no stop: the best of all
+    assert replay(rows, weights, 0.0, patience=2)["iteration"].tolist() == [40]  # two without a better one: stop
+    assert replay(rows, weights, 0.0, patience=3)["iteration"].tolist() == [100]
