@@ -68,10 +68,9 @@ def fit(rows: pd.DataFrame, used: Sequence[str], ridge: float) -> tuple[np.ndarr
 def replay(rows: pd.DataFrame, weights: np.ndarray, bias: float, patience: int | None = None) -> pd.DataFrame:
     """Per (dataset, image): the chosen snapshot (highest prediction, the first of equal ones) and its gap. With
     `patience`, as the judge's own option: the replay stops once that many snapshots have not raised the best
-    prediction, and the choice is the best up to there."""
+    prediction, and the choice is the best up to there. Each image's rows in iteration order, as `features` gives."""
     out = []
     for (dataset, image), group in rows.groupby(["dataset", "image"], sort=True):
-        group = group.sort_values("iteration")
         prediction = group[list(FEATURES)].to_numpy() @ weights + bias
         chosen, since = 0, 0
         for k in range(1, len(prediction)):
