@@ -7,8 +7,8 @@ The question it answers: how many iterations should a fit be allowed (the cap)? 
 (`bdn.dip.runfolder.read_run`: snapshots and their 8-bit PSNR against the clean image), one row:
 - `pixels`, the snapshot's height x width (the cap may have to grow with the image);
 - `peak_psnr` and `peak_iteration`, the best snapshot of the whole fit;
-- `psnr@N` for each `--at` N (the last snapshot at or before N; empty where the fit stopped before N) and
-  `loss@N` = peak_psnr - psnr@N, what a cap of N would lose with a perfect judge;
+- `best@N` for each `--at` N, the best snapshot at or before N (empty where the fit stopped before N), and
+  `loss@N` = peak_psnr - best@N, what a cap of N iterations would lose with a perfect judge;
 - `first_within`, the first snapshot within `--within` dB (default 0.1) of the peak: the least cap that would have
   cost no more than that.
 Per run, a mean row. Writes <out>/peaks.csv and <out>/peaks.md (with the command).
@@ -48,8 +48,8 @@ def image_row(curve: pd.DataFrame, at: Sequence[int], within: float) -> dict:
     for cap in at:
         reached = iterations <= cap
         # A fit that ended before the cap has no figure there: a cap it never ran to says nothing about it.
-        value = psnr[reached][-1] if reached.any() and iterations[-1] >= cap else np.nan
-        row[f"psnr@{cap}"] = value
+        value = psnr[reached].max() if reached.any() and iterations[-1] >= cap else np.nan
+        row[f"best@{cap}"] = value
         row[f"loss@{cap}"] = psnr[best] - value
     row["first_within"] = int(iterations[np.argmax(psnr >= psnr[best] - within)])
     return row

@@ -32,27 +32,30 @@ def fake_run(root: Path, curves: dict[str, list[float]], every: int = 20, size: 
 
 
 def test_image_row_by_hand():
-    curve = pd.DataFrame({"iteration": [20, 40, 60, 80], "psnr": [30.0, 32.0, 32.25, 32.2]})
-    row = dip_peaks.image_row(curve, at=[40, 50, 100], within=0.3)
-    assert row["peak_psnr"] == 32.25 and row["peak_iteration"] == 60
-    assert row["psnr@40"] == 32.0 and row["loss@40"] == pytest.approx(0.25)
-    assert row["psnr@50"] == 32.0  # the last snapshot at or before the cap
-    assert math.isnan(row["psnr@100"]) and math.isnan(row["loss@100"])  # the fit never ran to 100
+    curve = pd.DataFrame({"iteration": [20, 40, 60, 80, 100], "psnr": [30.0, 32.0, 31.5, 32.25, 32.2]})
+    row = dip_peaks.image_row(curve, at=[60, 70, 100, 120], within=0.3)
+    assert row["peak_psnr"] == 32.25 and row["peak_iteration"] == 80
+    assert row["best@60"] == 32.0 and row["loss@60"] == pytest.approx(0.25)  # the best up to the cap, not its last
+    assert row["best@70"] == 32.0  # snapshots at or before the cap
+    assert row["best@100"] == 32.25 and row["loss@100"] == 0.0
+    assert math.isnan(row["best@120"]) and math.isnan(row["loss@120"])  # the fit never ran to 120
     assert row["first_within"] == 40  # 32.0 is within 0.3 dB of 32.25
-    assert dip_peaks.image_row(curve, at=[80], within=0.0)["first_within"] == 60
+    assert dip_peaks.image_row(curve, at=[80], within=0.0)["first_within"] == 80
 
 
 def test_main_writes_the_table_with_means(tmp_path, capsys):
-    run = fake_run(tmp_path / "run", {"b": [20.0, 25.0, 24.0], "a": [20.0, 22.0, 26.0]})
+    run = fake_run(tmp_path / "run", {"b": [20.0, 25.0, 24.0], "a": [20.0, 26.0, 22.0, 27.0]})
     out = tmp_path / "out"
-    assert dip_peaks.main(["--runs", f"full={run}", "--at", "40", "60", "--out", str(out)]) == 0
+    assert dip_peaks.main(["--runs", f"full={run}", "--at", "40", "60", "80", "--out", str(out)]) == 0
     table = pd.read_csv(out / "peaks.csv")
     assert table["image"].tolist() == ["a", "b", "mean of 2"]
     assert table["pixels"].tolist()[:2] == ["8x8", "8x8"]
-    assert table["peak_psnr"].tolist() == pytest.approx([26.0, 25.0, 25.5])
-    assert table["peak_iteration"].tolist() == pytest.approx([60, 40, 50])
-    assert table["loss@40"].tolist() == pytest.approx([4.0, 0.0, 2.0])
-    assert table["loss@60"].tolist() == pytest.approx([0.0, 1.0, 0.5])
+    assert table["peak_psnr"].tolist() == pytest.approx([27.0, 25.0, 26.0])
+    assert table["peak_iteration"].tolist() == [80, 40, 60]
+    assert table["loss@40"].tolist() == pytest.approx([1.0, 0.0, 0.5])
+    assert table["loss@60"].tolist() == pytest.approx([1.0, 0.0, 0.5])
+    assert table["best@80"].iloc[0] == 27.0 and math.isnan(table["best@80"].iloc[1])  # b stopped at 60
+    assert table["loss@80"].iloc[2] == 0.0  # the mean over the images with a figure
     text = (out / "peaks.md").read_text()
     assert "Command: `python benchmarks/dip_peaks.py --runs full=" in text and "mean of 2" in capsys.readouterr().out
 
