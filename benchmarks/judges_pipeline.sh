@@ -9,9 +9,9 @@
 #    subject as bdn.names.polyu_group says, so that a partial set spans them all); 6 full-size PolyU-train images
 #    (round 1's every third scene, to 6,000 iterations: what a 512x512 fit does late, which crops do not show); the
 #    15 full-size CC images and the PolyU held-out crops (measurement only: never trained or tuned on; CC first, as
-#    the goals are on CC); then the other crop rounds. Each `bdn run` resumes where it stopped (done.json, checkpoints) and passes by the images
-#    another process is fitting (fitting.lock), so on two cores run `runs` twice side by side, one thread each: two
-#    workers on one queue.
+#    the goals are on CC); then the other crop rounds. Each `bdn run` resumes where it stopped (done.json,
+#    checkpoints) and passes by the images another process is fitting (fitting.lock), so on two cores run `runs`
+#    twice side by side, one thread each: two workers on one queue.
 # 2. label: 10-bin labels of the PolyU-train snapshots, crops and full size (bdn label; LABELS below).
 # 3. train: BIQAN on them, from the shipped BIQAN (two stages; a random 224x224 crop of each iterate an epoch).
 # 4. score: the new BIQAN's scores of every snapshot of the four runs (bdn select, read-only).
