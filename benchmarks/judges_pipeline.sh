@@ -97,8 +97,8 @@ for step in "${STEPS[@]}"; do
       ;;
     label)
       # shellcheck disable=SC2086  # LABELS is a list of options
-      "$BIN/bdn" label --run-path "$OUT/skip64_c256" "$OUT/skip64_train_full" --output-path "$OUT/skip64_c256_scores.txt" \
-        $LABELS
+      "$BIN/bdn" label --run-path "$OUT/skip64_c256" "$OUT/skip64_train_full" \
+        --output-path "$OUT/skip64_c256_scores.txt" $LABELS
       ;;
     train)
       "$BIN/bdn" train-biqan --score-path "$OUT/skip64_c256_scores.txt" --output-path "$OUT/biqan_skip64" \
