@@ -9,7 +9,9 @@
 # DEFAULT=0 leaves out 4 (dip_default.py).
 # NET=skip64 fits bdn's default generator (what `bdn denoise --method dip` runs; issue 17's training and test data)
 # instead of the seed's `skip` (the default here, as the records of issues 3 and 4 were made); PolyU-train's and the
-# held-out crops' runs then go to 3,000 iterations with a snapshot every 20 (skip64 peaks later on 256x256 crops).
+# held-out crops' runs then go to 3,000 iterations with a snapshot every 20 (skip64 peaks later on 256x256 crops),
+# and BIQAN learns as benchmarks/judges_pipeline.sh has it on the CPU: from the shipped BIQAN, on labels from each
+# image's own PSNR range through exp(PSNR) (benchmarks/records/biqan_labels_skip64_cpu.md).
 # 1. run_BDN over 35 PolyU-train images (2,000 iterations, a snapshot every 25) -> BIQAN's training data;
 # 2. run_BDN over all 15 CC images, full 512x512, 3,000 iterations, a snapshot every 20 (the judges' test set);
 # 3. run_BDN over 15 PolyU held-out crops (256x256, as 1) (the held-out table);
@@ -27,7 +29,13 @@ W=/tmp/gpu
 NET=${NET:-skip}
 COMMON="--stop none --device cuda --threads 1 --no-progress --checkpoint_iter 500 --net_type $NET"
 CROP_RUN="--num_iter 2000 --save_iter 25"
-[ "$NET" = skip64 ] && CROP_RUN="--num_iter 3000 --save_iter 20"
+LABELS=""
+TRAIN_FROM="--epochs 40"
+if [ "$NET" = skip64 ]; then
+    CROP_RUN="--num_iter 3000 --save_iter 20"
+    LABELS="--no-is-use-fix-minmax --is-use-exp true"
+    TRAIN_FROM="--backbone checkpoints/biqan.safetensors --epochs 20"  # two stages, warm: fewer epochs
+fi
 D=.devdata/dip
 C=$BDN_DATA/CC
 BIQAN=checkpoints/biqan.safetensors
@@ -56,9 +64,9 @@ fi
 if [ "$MODE" = all ]; then  # BIQAN learns from PolyU-train's iterates while the other runs go on
     (
         while pgrep -f "run_polyu_[t]rain" > /dev/null; do sleep 10; done
-        python3 generator_dataset.py --run_path $W/run_polyu_train --output_path $W/scores_polyu_train.txt
+        python3 generator_dataset.py --run_path $W/run_polyu_train --output_path $W/scores_polyu_train.txt $LABELS
         python3 train_BIQAN.py --score_path $W/scores_polyu_train.txt --output_path $W/biqan --device cuda \
-            --workers 4 --batch_size 64 --epochs 40 --no_progress
+            --workers 4 --batch_size 64 --no_progress $TRAIN_FROM
     ) > $W/logs/biqan_train.txt 2>&1 &
     biqan_pid=$!
 fi
