@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bdn.cli.options import OneLineParser
+from bdn.cli.options import OneLineParser, named_path
 from bdn.devices import pick_device
 from bdn.errors import BdnError
 from bdn.judge_run import RESULT_COLUMNS
@@ -127,13 +127,6 @@ class Memo(torch.nn.Module):
 # --- the command line ---------------------------------------------------------------------------------------------
 
 
-def _named(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name.strip() or not path.strip():
-        raise argparse.ArgumentTypeError(f"expected NAME=FOLDER, got {text!r}")
-    return name.strip(), Path(path.strip())
-
-
 def _optional_float(text: str) -> float | None:
     if text.strip().lower() in ("none", "off", ""):
         return None
@@ -152,10 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     wmv = TUNED_WMV  # offline, its window and patience count snapshots: save_iter apart, as its stride is online
     parser = OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--runs", nargs="+", type=_named, required=True, metavar="NAME=FOLDER", help="run_BDN output folders")
+    add("--runs", nargs="+", type=named_path, required=True, metavar="NAME=FOLDER", help="run_BDN output folders")
     add("--biqan", type=Path, default=None, help="BIQAN checkpoint (train_BIQAN.py); without it no biqan rows")
-    add("--noisy", nargs="+", type=_named, default=[], metavar="NAME=FOLDER", help="noisy images the runs fitted")
-    add("--clean", nargs="+", type=_named, default=[], metavar="NAME=FOLDER", help="clean images (--classical)")
+    add("--noisy", nargs="+", type=named_path, default=[], metavar="NAME=FOLDER", help="noisy images the runs fitted")
+    add("--clean", nargs="+", type=named_path, default=[], metavar="NAME=FOLDER", help="clean images (--classical)")
     add(
         "--classical",
         nargs="*",

@@ -26,18 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bdn.cli.options import OneLineParser
+from bdn.cli.options import OneLineParser, named_path
 from bdn.errors import BdnError
 
 PROG = "benchmarks/dip_peaks.py"
 ITERATION_COLUMNS = ("peak_iteration", "first_within")
-
-
-def _named(text: str) -> tuple[str, Path]:
-    name, sep, folder = text.partition("=")
-    if not sep or not name or not folder:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
-    return name, Path(folder)
 
 
 def image_row(curve: pd.DataFrame, at: Sequence[int], within: float) -> dict:
@@ -86,7 +79,7 @@ def with_means(table: pd.DataFrame) -> pd.DataFrame:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Where DIP fits peak, and what a cap on the iterations would cost.")
-    parser.add_argument("--runs", nargs="+", type=_named, required=True, help="NAME=RUN_FOLDER (bdn run's output)")
+    parser.add_argument("--runs", nargs="+", type=named_path, required=True, help="NAME=RUN_FOLDER (bdn run's output)")
     parser.add_argument(
         "--at", nargs="+", type=int, default=[1500, 3000, 4500, 6000], help="caps to price (iterations)"
     )

@@ -28,19 +28,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bdn.cli.options import OneLineParser
+from bdn.cli.options import OneLineParser, named_path
 from bdn.errors import BdnError
 
 PROG = "benchmarks/snapshot_features.py"
 WINDOWS = (3, 5, 10, 25)
 COLUMNS = ("dataset", "image", "iteration", "psnr", "mse_noisy", "sigma")
-
-
-def _named(text: str) -> tuple[str, Path]:
-    name, sep, folder = text.partition("=")
-    if not sep or not name or not folder:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
-    return name, Path(folder)
 
 
 def window_variances(stack: np.ndarray, window: int) -> np.ndarray:
@@ -110,9 +103,9 @@ def with_scores(table: pd.DataFrame, dataset: str, scores: Path) -> pd.DataFrame
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--runs", nargs="+", type=_named, required=True, metavar="NAME=FOLDER", help="run_BDN output folders")
-    add("--noisy", nargs="*", type=_named, default=[], metavar="NAME=FOLDER", help="noisy images the runs fitted")
-    add("--scores", nargs="*", type=_named, default=[], metavar="NAME=FILE", help="test_BIQAN scores.csv files")
+    add("--runs", nargs="+", type=named_path, required=True, metavar="NAME=FOLDER", help="run_BDN output folders")
+    add("--noisy", nargs="*", type=named_path, default=[], metavar="NAME=FOLDER", help="noisy images the runs fitted")
+    add("--scores", nargs="*", type=named_path, default=[], metavar="NAME=FILE", help="test_BIQAN scores.csv files")
     add("--windows", nargs="+", type=int, default=list(WINDOWS), help="WMV windows, in snapshots")
     add("--workers", type=int, default=2, help="processes (one image each at a time)")
     add("--out", type=Path, default=Path("results/snapshot_stats.csv.gz"), help="the table (.csv or .csv.gz)")

@@ -102,6 +102,17 @@ def test_parse_params_types():
         parse_params(["=3"])
 
 
+def test_named_path_splits_at_the_first_equals_sign():
+    import argparse
+
+    from bdn.cli.options import named_path
+
+    assert named_path(" CC = a/b=c ") == ("CC", Path("a/b=c"))
+    for bad in ("CC", "=a", "CC=", " = "):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected NAME=PATH"):
+            named_path(bad)
+
+
 def test_console_entry_point_runs_without_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "bdn.cli", "denoise", str(tmp_path / "none.png"), "-o", str(tmp_path)],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from bdn.errors import BdnError
 
@@ -61,6 +62,14 @@ def boolean(text: str) -> bool:
     if lowered in ("false", "0", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def named_path(text: str) -> tuple[str, Path]:
+    """An argparse type for `NAME=PATH` (a dataset's name and its folder or file, as the benchmarks take them)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name.strip(), Path(path.strip())
 
 
 def at_least(least: int) -> Callable[[str], int]:
