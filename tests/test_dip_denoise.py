@@ -7,7 +7,7 @@ import pytest
 
 import bdn
 from bdn.cli import main
-from bdn.dip.denoise import pad_for_net, prepare
+from bdn.dip.denoise import default_iterations, pad_for_net, prepare
 from bdn.errors import BdnError, BdnWarning
 from bdn.io import read_image, write_image
 
@@ -45,6 +45,17 @@ def test_prepare_picks_the_judge_and_checks_its_arguments():
         prepare(noisy, iterations=0)
     with pytest.raises(BdnError, match="unknown DIP net type"):
         prepare(noisy, init="none", net_type="huge")
+
+
+def test_default_iterations_grow_with_the_side_up_to_twice_at_512():
+    # The seed's loop peaks later on larger images (benchmarks/records/dip_peaks_skip64_cpu.md).
+    assert default_iterations(32, 32) == default_iterations(256, 256) == 3000
+    assert default_iterations(384, 384) == 4500 and default_iterations(256, 1024) == 6000  # side: sqrt of the pixels
+    assert default_iterations(512, 512) == default_iterations(3000, 4000) == 6000
+    assert default_iterations(512, 512, masked=True) == 400  # the blind-spot fit: one cap
+    _, noisy = _noisy_crop((300, 300))
+    assert prepare(noisy, init="none", net_type="skip_light").config.num_iter == 3516  # 3000 x 300 / 256
+    assert prepare(noisy, iterations=77, init="none", net_type="skip_light").config.num_iter == 77
 
 
 def test_dip_method_denoises_any_size_and_stops_by_itself(torch_one_thread):

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_STOP",
     "DipJob",
     "better_than_input",
+    "default_iterations",
     "dip",
     "pad_for_net",
     "plan_tiles",
@@ -44,11 +45,28 @@ DEFAULT_INIT = "none"
 # several times cheaper (benchmarks/records/dip_speed_cpu.md).
 DEFAULT_NET_TYPE = "skip64"
 DEFAULT_ITERATIONS = {"masked": 400, "none": 3000}  # by kind of fit: blind-spot, or the seed's loop
+# The seed's loop peaks later on a larger image: on PolyU-train, 256x256 crops at iteration 2,074 on average (540 to
+# 3,000), 512x512 images at 5,105 (4,200 to 6,000), where a cap of 3,000 loses 0.44 dB on average (up to 1.44) even
+# with a perfect judge (benchmarks/records/dip_peaks_skip64_cpu.md). So its cap grows with the image's side
+# (the square root of its pixels) from 3,000 at 256 to twice that at 512, and no further: nothing was measured
+# above 512, and a larger image costs more per iteration too (`iterations` asks for more).
+ITERATIONS_SIDE = 256  # the side up to which DEFAULT_ITERATIONS holds as it is
+ITERATIONS_MOST_SCALE = 2.0  # the cap at 512 pixels a side and above: DEFAULT_ITERATIONS x this
 STOPS = ("auto", "noise", "wmv", "emv", "none")
 DEFAULT_STOP = "auto"  # 'none' for a blind-spot fit, 'noise' for the seed's loop
 TILE_OVERLAP = 32  # pixels two neighbouring tiles share, blended linearly
 # The noise rule's factor (residual <= factor x estimated sigma); see benchmarks/dip_noise_rule.py.
 DEFAULT_NOISE_FACTOR = 1.0
+
+
+def default_iterations(height: int, width: int, masked: bool = False) -> int:
+    """The most iterations a fit of an image this size runs by default (see ITERATIONS_SIDE): 400 for a blind-spot
+    fit; for the seed's loop 3,000 up to 256x256 pixels, growing with the side to 6,000 at 512x512 and above."""
+    if masked:
+        return DEFAULT_ITERATIONS["masked"]
+    side = math.sqrt(height * width)
+    scale = min(ITERATIONS_MOST_SCALE, max(1.0, side / ITERATIONS_SIDE))
+    return int(round(DEFAULT_ITERATIONS["none"] * scale))
 
 
 def pad_for_net(image: np.ndarray, multiple: int, least: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -121,7 +139,7 @@ def prepare(
             raise BdnError(f"dip: init {init} is for net {config.net_type!r}; leave net_type out or use another init")
     masked = config.mask_ratio > 0
     if iterations is None:
-        iterations = DEFAULT_ITERATIONS["masked" if masked else "none"]
+        iterations = default_iterations(*image.shape[:2], masked=masked)
     if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
         raise BdnError(f"dip: iterations must be a whole number >= 1, got {iterations!r}")
     if stop == "auto":
@@ -293,7 +311,8 @@ def dip(
         The noise level (0-255) for the 'noise' judge and the budget's safety check; estimated when left out
         (`bdn.noise.estimate_noise_level`, once for all tiles).
     iterations : int, optional
-        The most iterations to run (default 400 for the blind-spot fit, 3000 for the seed's loop).
+        The most iterations to run (default 400 for the blind-spot fit; for the seed's loop 3000 up to 256x256
+        pixels, growing with the side to 6000 at 512x512 and above: `default_iterations`).
     stop : {'auto', 'noise', 'wmv', 'emv', 'none'}, default 'auto'
         The judge that stops the fit and chooses the iterate: 'auto' ('none' for a blind-spot fit, 'noise'
         otherwise), 'noise' (discrepancy principle), 'wmv' or 'emv' (ES-WMV, ES-EMV), 'none' (the last EMA output).
@@ -345,7 +364,7 @@ def dip(
     >>> from bdn.dip.denoise import dip
     >>> from skimage import data
     >>> noisy = bdn.add_noise(data.camera()[::16, ::16] / 255.0, "gaussian", 25, seed=0)  # 32x32 grey
-    >>> out = dip(noisy, iterations=5)  # a real fit runs up to 3000, stopped by the noise rule
+    >>> out = dip(noisy, iterations=5)  # a real fit this size runs up to 3000, stopped by the noise rule
     >>> out.shape, out.dtype
     ((32, 32), dtype('float32'))
     >>> out = bdn.denoise(noisy, method="dip", iterations=5, stop="none")  # the same through bdn.denoise
