@@ -7,7 +7,8 @@
 # 1. runs: bdn's default DIP (skip64, bf16 where the CPU has it) with every snapshot kept (3,000 iterations, one every
 #    20), in this order: PolyU-train 256x256 centre crops, round 1 (one image of each PolyU-train scene, camera and
 #    subject as bdn.names.polyu_group says, so that a partial set spans them all); the 15 full-size CC images and the
-#    PolyU held-out crops (measurement only: never trained or tuned on; CC first, as the goals are on CC); 6
+#    PolyU held-out crops (measurement only: never trained or tuned on; CC first, as the goals are on CC), CC to
+#    3,000 iterations (the seed's setting) and then on to 6,000 (bdn's default cap at 512x512); 6
 #    full-size PolyU-train images (round 1's every third scene, to 6,000 iterations: what a 512x512 fit does late,
 #    which crops do not show); then the other crop rounds. Each `bdn run` resumes where it stopped (done.json,
 #    checkpoints) and passes by the images another process is fitting (fitting.lock), so on two cores run `runs`
@@ -89,6 +90,8 @@ for step in "${STEPS[@]}"; do
       # Full size: final states kept (--keep-state) to go on later without refitting.
       dip skip64_cc "$DATA/CC/real" "$DATA/CC/mean" --keep-state
       dip skip64_heldout_c256 "$OUT/polyu_heldout/real" "$OUT/polyu_heldout/mean" --crop 256
+      # Then CC on from its kept states to 6,000 iterations, bdn's default cap at 512x512 (dip_peaks_skip64_cpu.md).
+      dip skip64_cc "$DATA/CC/real" "$DATA/CC/mean" --keep-state --num-iter 6000
       # PolyU-train's full-size fits go to 6,000 iterations: where a 512x512 fit peaks (CC's first ones still rose
       # at 3,000) decides the default cap. After CC and held-out, which the table needs: four of the six were done
       # when this moved.
