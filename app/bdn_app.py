@@ -77,7 +77,13 @@ def sidebar() -> dict:
         sigma = st.slider("Noise level σ given to the method", 1.0, 100.0, 25.0, key="method_sigma") if known else None
         iterations = None
         if choices[method].family == "dip":
-            iterations = st.slider("DIP iteration budget", 50, 5000, 3000, step=50, key="dip_iterations")
+            # Left at bdn's default, the budget follows the image's size as `bdn denoise --method dip`'s does.
+            if not st.checkbox(
+                "DIP iteration budget by image size (3000 up to 256x256, 6000 at 512x512)",
+                value=True,
+                key="dip_default_iterations",
+            ):
+                iterations = st.slider("DIP iteration budget", 50, 12000, 3000, step=50, key="dip_iterations")
             st.caption("DIP takes minutes on a CPU; the judge stops it when the noise is reached, Cancel stops it.")
         go = st.button("Denoise", type="primary", key="go", width="stretch")
     return {

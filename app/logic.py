@@ -325,7 +325,7 @@ class DipRun:
     def __init__(
         self,
         image: np.ndarray,
-        iterations: int,
+        iterations: int | None,
         *,
         clean: np.ndarray | None = None,
         sigma: float | None = None,
@@ -335,6 +335,10 @@ class DipRun:
     ) -> None:
         self._image = image
         self._clean = clean
+        if iterations is None:  # bdn's default for this size, as `bdn denoise --method dip` fits it
+            from bdn.dip.denoise import default_iterations
+
+            iterations = default_iterations(*image.shape[:2])
         self._iterations = int(iterations)
         self._sigma = sigma
         self._seed = seed

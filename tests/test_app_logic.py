@@ -217,6 +217,12 @@ def test_dip_run_cancels_and_keeps_the_output_so_far(torch_one_thread):
     assert progress.psnr == []  # no reference, no PSNR
 
 
+def test_dip_run_budget_left_out_follows_the_image_size_as_bdn_denoise_does():
+    assert logic.DipRun(np.zeros((32, 32), np.float32), None).progress().total == 3000
+    assert logic.DipRun(np.zeros((512, 512, 3), np.float32), None).progress().total == 6000
+    assert logic.DipRun(np.zeros((512, 512), np.float32), 77).progress().total == 77
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the noise estimate of a flat image warns, then fails
 def test_dip_run_errors_become_one_line():
     run = logic.DipRun(np.zeros((32, 32), np.float32), 5, device="cpu").start()  # no noise to estimate
