@@ -19,7 +19,9 @@ snapshots would not exist) or the snapshots run out; then `choice()`. The run is
 - `biqan`: `model=` a BIQAN or `model_path=` a train_BIQAN checkpoint (loaded once for the whole run); its
   `start_index` and `patience` count snapshots, as test_BIQAN's do.
 - `none`: the last snapshot.
-Options other than these go to the judge as they are (`window=20`, `sigma=25`, `smooth=0.8`, ...).
+Options other than these go to the judge as they are (`window=20`, `sigma=25`, `smooth=0.8`, ...). `until=N`
+(`bdn judge --until N`) keeps only the snapshots at or before iteration N, as if the fits had stopped there: one
+long fit measures the judges at every shorter cap.
 
 Only with `write=True` (`bdn judge --write`) is each image's `choice.json` (`{"judge", "iteration", "score",
 "judge_iteration", "file"}`, as run_BDN writes them) and `result.png` (a byte copy of the chosen snapshot) replaced,
@@ -86,13 +88,15 @@ def judge_run(
     clean_path: str | Path | None = None,
     write: bool = False,
     progress: bool = False,
+    until: int | None = None,
     **options: object,
 ) -> pd.DataFrame:
-    """Replay every image of a run through the judge `judge_name` (see the module docstring); one row per image."""
+    """Replay every image of a run through the judge `judge_name` (see the module docstring); one row per image.
+    `until`: only the snapshots at or before that iteration, as if the fits had stopped there."""
     from bdn.dip.judges import NEEDS_NOISY, make_judge
     from bdn.metrics import psnr as measure_psnr
 
-    iterates = read_run(run_dir, require_snapshots=True)
+    iterates = read_run(run_dir, require_snapshots=True, until=until)
     by_image: dict[str, list] = {}
     for it in iterates:
         by_image.setdefault(it.path.parent.name, []).append(it)

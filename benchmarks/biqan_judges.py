@@ -34,6 +34,9 @@ training split only (runs over `bdn.data.polyu_pairs("train")`), never on CC or 
 reports. Offline, wmv's window and patience and biqan's start_index count snapshots (save_iter iterations apart),
 not iterations (see bdn/judge_run.py and `bdn judge`).
 
+`--until N` replays every judge (and BIQAN's Spearman) on the snapshots at or before iteration N only, as if the
+fits had stopped there: the same long fits give the table at the seed's 3,000 iterations and at bdn's own cap.
+
 Writes under `--out` (default results/biqan_judges): per_image.csv (dataset, judge, image, judge_run's columns),
 summary.csv and summary.md (one row per judge and dataset: mean gap = mean over images of oracle PSNR - chosen PSNR,
 the worst gap and its image, chosen and oracle mean PSNR, the goal), with the command, the date and notes in
@@ -171,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--learned-weights", default=None, help="the learned judge's weights (default: the shipped ones)")
     add("--device", default="auto", help="BIQAN's device: auto | cpu | cuda | cuda:N")
     add("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add(
+        "--until",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the snapshots at or before iteration N: every judge as if the fits had stopped there",
+    )
     add("--out", type=Path, default=Path("results/biqan_judges"))
     add("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return parser
@@ -253,11 +263,13 @@ def check_specs(specs: Sequence[Spec]) -> None:
         make_judge(spec.judge, **spec.options, **extra)
 
 
-def replay(dataset: str, run: Path, spec: Spec, noisy: Path | None, progress: bool) -> pd.DataFrame:
+def replay(
+    dataset: str, run: Path, spec: Spec, noisy: Path | None, progress: bool, until: int | None = None
+) -> pd.DataFrame:
     """judge_run's per-image table for one judge on one run, read-only (write=False), tagged dataset and key."""
     from bdn.judge_run import judge_run
 
-    table = judge_run(run, spec.judge, noisy_path=noisy, write=False, progress=progress, **spec.options)
+    table = judge_run(run, spec.judge, noisy_path=noisy, write=False, progress=progress, until=until, **spec.options)
     table = table.assign(dataset=dataset, judge=spec.key)
     return table[list(PER_IMAGE_COLUMNS)]
 
@@ -405,12 +417,14 @@ def summary_markdown(summary: pd.DataFrame, command: str, date: str, notes: Sequ
     return "\n".join(lines) + "\n"
 
 
-def spearman_note(dataset: str, run: Path, model: torch.nn.Module, metadata: dict, tiles: int) -> str:
+def spearman_note(
+    dataset: str, run: Path, model: torch.nn.Module, metadata: dict, tiles: int, until: int | None = None
+) -> str:
     """BIQAN's rank correlation (Spearman) with PSNR over each image's snapshots: mean, median and worst image."""
     from biqan.select import default_transform, score_run
 
     protocol, crop = str(metadata.get("protocol", "native")), int(metadata.get("crop", 224))
-    scores = score_run(model, run, transform=default_transform(protocol, crop, tiles))
+    scores = score_run(model, run, transform=default_transform(protocol, crop, tiles), until=until)
     if scores["psnr"].isna().all():
         return f"BIQAN's score vs PSNR on {dataset}: no PSNR recorded"
     import warnings
@@ -426,10 +440,11 @@ def spearman_note(dataset: str, run: Path, model: torch.nn.Module, metadata: dic
     )
 
 
-def _protocol_note(dataset: str, run: Path, table: pd.DataFrame) -> str:
+def _protocol_note(dataset: str, run: Path, table: pd.DataFrame, until: int | None = None) -> str:
     counts = table["snapshots"]
     span = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}..{counts.max()}"
-    return f"{dataset}: {len(table)} images from {run}, {span} snapshots each"
+    cap = "" if until is None else f" (those at or before iteration {until}: --until)"
+    return f"{dataset}: {len(table)} images from {run}, {span} snapshots each{cap}"
 
 
 def _degenerate(dataset: str, spec: Spec, table: pd.DataFrame) -> list[str]:
@@ -489,10 +504,10 @@ def measure(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, list[
             if spec.judge in ("noise", "learned") and dataset not in noisy:
                 notes.append(f"{spec.key} on {dataset}: skipped (no --noisy {dataset}=FOLDER)")
                 continue
-            table = replay(dataset, run, spec, noisy.get(dataset), args.progress)
+            table = replay(dataset, run, spec, noisy.get(dataset), args.progress, args.until)
             tables.append(table)
             if spec.key == "oracle":
-                notes.append(_protocol_note(dataset, run, table))
+                notes.append(_protocol_note(dataset, run, table, args.until))
                 if methods and dataset in noisy and dataset in clean:
                     tables.append(
                         classical(dataset, run, table, noisy[dataset], clean[dataset], methods, args.progress)
@@ -505,7 +520,7 @@ def measure(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, list[
     if isinstance(model, Memo):
         notes.append(f"BIQAN scored {len(model.seen)} distinct snapshots ({model.hits} repeats answered from memory)")
         for dataset in datasets:
-            notes.append(spearman_note(dataset, runs[dataset], model, metadata, args.biqan_tiles))
+            notes.append(spearman_note(dataset, runs[dataset], model, metadata, args.biqan_tiles, args.until))
     per_image = pd.concat([t for t in tables if not t.empty], ignore_index=True)
     for column in ("judge_iteration", "iteration", "oracle_iteration", "stopped_at", "snapshots"):
         per_image[column] = per_image[column].astype("Int64")  # classical rows have none: blank, not 40.0

@@ -18,7 +18,8 @@
 # 4. score: the new BIQAN's scores of every snapshot of the four runs (bdn select, read-only).
 # 5. features: per-snapshot figures of the four runs (benchmarks/snapshot_features.py).
 # 6. fit: the learned judge on PolyU-train's features, crops and full size (benchmarks/learned_judge.py).
-# 7. table: every judge on CC and PolyU held-out, the seed's figures beside (benchmarks/biqan_judges.py).
+# 7. table: every judge on CC and PolyU held-out, the seed's figures beside (benchmarks/biqan_judges.py), at 3,000
+#    iterations and at the fits' own end.
 # On this 2-core CPU with one thread a job: the runs take about 11 minutes a crop and an hour a full-size image, so
 # the runs step spans sessions; train takes about an hour, the other steps minutes. THREADS (default 1), DATA
 # (default ../shared/data), LABELS (label's options, below) and BACKBONE (train: start BIQAN's features from these
@@ -131,12 +132,16 @@ for step in "${STEPS[@]}"; do
         --out "$OUT/learned_judge" --weights "$OUT/judge_learned_skip64.json"
       ;;
     table)
-      "$BIN/python" benchmarks/biqan_judges.py --runs CC="$OUT/skip64_cc" PolyU="$OUT/skip64_heldout_c256" \
-        --biqan "$OUT/biqan_skip64/best.safetensors" --biqan-tiles 3 \
-        --learned-weights "$OUT/judge_learned_skip64.json" \
-        --noisy CC="$DATA/CC/real" PolyU="$OUT/polyu_heldout/real" \
-        --clean CC="$DATA/CC/mean" PolyU="$OUT/polyu_heldout/mean" --classical nlm \
-        --threads "$THREADS" --out "$OUT/judges_table"
+      # Twice: as the fits stood at 3,000 iterations (the seed's setting, its figures beside), and as they are
+      # (CC to 6,000 once `runs` took it on: bdn's default cap at 512x512).
+      for until in 3000 ""; do
+        "$BIN/python" benchmarks/biqan_judges.py --runs CC="$OUT/skip64_cc" PolyU="$OUT/skip64_heldout_c256" \
+          --biqan "$OUT/biqan_skip64/best.safetensors" --biqan-tiles 3 \
+          --learned-weights "$OUT/judge_learned_skip64.json" \
+          --noisy CC="$DATA/CC/real" PolyU="$OUT/polyu_heldout/real" \
+          --clean CC="$DATA/CC/mean" PolyU="$OUT/polyu_heldout/mean" --classical nlm \
+          --threads "$THREADS" ${until:+--until "$until"} --out "$OUT/judges_table${until:+_$until}"
+      done
       ;;
     status)
       count() { find -L "$@" 2>/dev/null | wc -l || true; }

@@ -184,6 +184,7 @@ def score_run(
     transform: Transform | None = None,
     tiles: int = 1,
     progress: bool = False,
+    until: int | None = None,
 ) -> pd.DataFrame:
     """Score every snapshot of every image of a run folder: DataFrame(image, iteration, path, mean, std, psnr).
 
@@ -213,6 +214,8 @@ def score_run(
         See `transform`.
     progress : bool, default False
         Show a progress bar.
+    until : int, optional
+        Only the snapshots at or before this iteration (the run as if its fits had stopped there).
 
     Returns
     -------
@@ -251,7 +254,7 @@ def score_run(
     True
     """
     batch_size = _check_int("batch_size", batch_size, 1)
-    iterates = read_run(run_dir, require_snapshots=True)
+    iterates = read_run(run_dir, require_snapshots=True, until=until)
     model.to(pick_device(device, what="--device")).eval()
     transform = default_transform(protocol, crop, tiles) if transform is None else transform
     rows = []

@@ -164,6 +164,24 @@ def test_every_judge_on_the_same_snapshots(bench, data, tmp_path):
     assert "BIQAN's score vs PSNR on CC" in text  # its rank correlation (undefined for this stand-in's scores)
 
 
+def test_until_measures_every_judge_as_if_the_fits_had_stopped_there(bench, data, tmp_path):
+    root, out = data["root"], tmp_path / "out"
+    argv = [*runs_args(root, ("CC",)), "--biqan", str(data["checkpoint"]), "--biqan-start-index", "2"]
+    argv += ["--noisy", f"CC={root / 'CC' / 'real'}", "--device", "cpu", "--no-progress"]
+    assert bench.main([*argv, "--until", "150", "--out", str(out)]) == 0
+    per_image = pd.read_csv(out / "per_image.csv")
+    assert (per_image["snapshots"] == 7).all() and (per_image["iteration"] <= 150).all()
+    oracle = per_image[per_image["judge"] == "oracle"].set_index("image")
+    # a peaks at 160 (past the cap: its best so far is 140), b at 100, c rises to the end (140).
+    assert oracle["iteration"].to_dict() == {"a": 140, "b": 100, "c": 140}
+    last = per_image[per_image["judge"] == "last"].set_index("image")
+    assert (last["iteration"] == 140).all() and last.loc["a", "gap"] == 0 and last.loc["b", "gap"] > 0
+    assert "CC: 3 images from" in (text := (out / "summary.md").read_text())
+    assert "7 snapshots each (those at or before iteration 150: --until)" in text and "--until 150" in text
+    assert bench.main([*argv, "--until", "0", "--out", str(tmp_path / "none")]) == 1
+    assert not (tmp_path / "none").exists()
+
+
 def test_skipped_rows_are_noted_and_classical_methods_measured(bench, data, tmp_path):
     root, out = data["root"], tmp_path / "out"
     argv = [

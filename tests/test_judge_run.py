@@ -285,6 +285,24 @@ def test_judge_run_biqan_equals_test_biqans_choice(tmp_path):
     assert json.loads((run / "a" / "choice.json").read_text())["judge"] == "biqan"
 
 
+def test_judge_run_until_replays_the_run_as_if_its_fits_stopped_there(run, capsys):
+    # a's best snapshot is at 100, bc's at 60: capped at 80, a's best so far is 80 and bc's stays 60.
+    table = judge_run(run, "oracle", until=80)
+    assert table["snapshots"].tolist() == [4, 4] and table["oracle_iteration"].tolist() == [80, 60]
+    last = judge_run(run, "none", until=90)  # no snapshot at 90: the last one before it
+    assert last["iteration"].tolist() == [80, 80] and last["gap"].tolist()[1] > 0
+    assert judge_run(run, "oracle", until=10_000)["oracle_iteration"].tolist() == [100, 60]
+    with pytest.raises(BdnError, match="until: an iteration >= 1, got 0"):
+        judge_run(run, "oracle", until=0)
+    with pytest.raises(BdnError, match="no snapshots"):
+        judge_run(run, "oracle", until=10)  # before the first snapshot
+    assert main(["--run-path", str(run), "--judge", "oracle", "--until", "40", "--no-progress"]) == 0
+    assert "| a " in capsys.readouterr().out
+    assert main(["--run-path", str(run), "--judge", "oracle", "--until", "0", "--no-progress"]) == 1
+    assert "until: an iteration >= 1, got 0" in capsys.readouterr().err
+    assert not (run / "a" / "choice.json").exists()
+
+
 def test_judge_run_bad_input(run, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BdnError, match="no run_BDN image folders in"):

@@ -34,6 +34,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a judge option, e.g. window=20, patience=30, sigma=25, smooth=0.8 (repeatable)",
     )
+    add(
+        "--until",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the snapshots at or before iteration N: the run as if its fits had stopped there",
+    )
     add("--output", default=None, help="also write the table as CSV here")
     add("--write", action="store_true", help="replace each image's choice.json / result.png with this judge's")
     add("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -54,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         clean_path=args.clean_path,
         write=args.write,
         progress=args.progress,
+        until=args.until,
         **options,
     )
     if args.output is not None:

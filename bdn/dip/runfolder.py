@@ -248,15 +248,19 @@ def _image_folders(run: Path) -> list[Path]:
     return logged
 
 
-def read_run(run_dir: str | Path, *, require_snapshots: bool = False) -> list[Iterate]:
+def read_run(run_dir: str | Path, *, require_snapshots: bool = False, until: int | None = None) -> list[Iterate]:
     """Every snapshot of every finished image of a run folder, sorted by (image, iteration).
 
     An image folder is a sub-folder holding a log.csv (an unfinished image is left out). The snapshots are
     log.csv's rows that name a file; each must exist. Its PSNR is the 8-bit snapshot's from `<run>/<image>.txt`
     (the figure the oracle chooses by), else log.csv's PSNR of the float EMA output at that iteration (they differ
-    by the 8-bit rounding, about 0.05 dB at 40 dB). BdnError for a missing or empty run folder, a damaged log, a
-    listed snapshot that is not there, and (with `require_snapshots`) a finished image with no snapshot at all.
+    by the 8-bit rounding, about 0.05 dB at 40 dB). `until`: only the snapshots at or before that iteration, the
+    run as if its fits had stopped there (judges replayed at a shorter cap from one long fit). BdnError for a
+    missing or empty run folder, a damaged log, a listed snapshot that is not there, an `until` under 1, and (with
+    `require_snapshots`) a finished image with no snapshot at all (at or before `until`).
     """
+    if until is not None and (isinstance(until, bool) or not isinstance(until, int) or until < 1):
+        raise BdnError(f"until: an iteration >= 1, got {until!r}")
     run = Path(run_dir)
     iterates = []
     folders = _image_folders(run)
@@ -264,6 +268,8 @@ def read_run(run_dir: str | Path, *, require_snapshots: bool = False) -> list[It
         log = folder / "log.csv"
         eight_bit = read_seed_txt(run / f"{folder.name}.txt")
         for iteration, name, psnr in read_log(log):
+            if until is not None and iteration > until:
+                continue
             path = folder / name
             if not path.is_file():
                 raise BdnError(f"{path}: snapshot listed in {log} is missing")
