@@ -78,8 +78,11 @@ def sidebar() -> dict:
         iterations = None
         if choices[method].family == "dip":
             # Left at bdn's default, the budget follows the image's size as `bdn denoise --method dip`'s does.
+            from bdn.dip.denoise import default_iterations
+
+            by_size = f"{default_iterations(256, 256)} up to 256x256, {default_iterations(512, 512)} at 512x512"
             if not st.checkbox(
-                "DIP iteration budget by image size (3000 up to 256x256, 6000 at 512x512)",
+                f"DIP iteration budget by image size ({by_size})",
                 value=True,
                 key="dip_default_iterations",
             ):
