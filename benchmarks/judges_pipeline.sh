@@ -20,10 +20,10 @@
 # 6. fit: the learned judge on PolyU-train's features, crops and full size (benchmarks/learned_judge.py).
 # 7. table: every judge on CC and PolyU held-out, the seed's figures beside (benchmarks/biqan_judges.py), at 3,000
 #    iterations and at the fits' own end.
-# On this 2-core CPU with one thread a job: the runs take about 11 minutes a crop and an hour a full-size image, so
-# the runs step spans sessions; train takes about an hour, the other steps minutes. THREADS (default 1), DATA
-# (default ../shared/data), LABELS (label's options, below) and BACKBONE (train: start BIQAN's features from these
-# weights; default checkpoints/biqan.safetensors, '' for none) may be set in the environment.
+# On this 2-core CPU with one thread a job: the runs take about 11 minutes a crop and an hour per 3,000 iterations of
+# a full-size image, so the runs step spans sessions; train takes about an hour, the other steps minutes. THREADS
+# (default 1), DATA (default ../shared/data), LABELS (label's options, below) and BACKBONE (train: start BIQAN's
+# features from these weights; default checkpoints/biqan.safetensors, '' for none) may be set in the environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-$(cd .. && pwd)/shared/data}"
@@ -93,9 +93,9 @@ for step in "${STEPS[@]}"; do
       dip skip64_heldout_c256 "$OUT/polyu_heldout/real" "$OUT/polyu_heldout/mean" --crop 256
       # Then CC on from its kept states to 6,000 iterations, bdn's default cap at 512x512 (dip_peaks_skip64_cpu.md).
       dip skip64_cc "$DATA/CC/real" "$DATA/CC/mean" --keep-state --num-iter 6000
-      # PolyU-train's full-size fits go to 6,000 iterations: where a 512x512 fit peaks (CC's first ones still rose
-      # at 3,000) decides the default cap. After CC and held-out, which the table needs: four of the six were done
-      # when this moved.
+      # PolyU-train's full-size fits go to 6,000 iterations: where a 512x512 fit peaks, which set the default cap
+      # (dip_peaks_skip64_cpu.md). After CC and held-out, which the table needs: four of the six were done when
+      # this moved.
       dip skip64_train_full "$OUT/polyu_train_full/real" "$OUT/polyu_train_full/mean" --keep-state --num-iter 6000
       for round in $(ls "$rounds" | sort -n | tail -n +2); do
         dip skip64_c256 "$rounds/$round/real" "$rounds/$round/mean" --crop 256
