@@ -64,15 +64,12 @@ from bdn.cli.options import OneLineParser, named_path
 from bdn.devices import pick_device
 from bdn.errors import BdnError
 from bdn.judge_run import RESULT_COLUMNS
+from biqan.select import SEED_REPORTED
 
 PROG = "benchmarks/biqan_judges.py"
 GOAL = "mean <= 0.15, worst <= 0.5 on CC"
 GOAL_MEAN, GOAL_WORST = 0.15, 0.5
 SEED_START_INDEX, SEED_SMOOTH = 40, 0.8  # the seed's test_BIQAN settings
-SEED_REPORTED = (
-    "seed (reported, its own full-size CC runs): oracle 37.83 dB, chosen 37.47 dB, mean gap 0.36 dB, "
-    "worst 1.59 dB (d800_iso3200_2)"
-)
 CLASSICAL = ("nlm", "bm3d")
 # judge_run's own columns, the dataset first and the judge before the image
 PER_IMAGE_COLUMNS = ("dataset", "judge", "image", *(c for c in RESULT_COLUMNS if c not in ("image", "judge")))

@@ -14,8 +14,11 @@ minus the chosen one's.
 Each judge family's grid is swept on the `--tune` dataset only; the setting with the least mean gap there (ties:
 the least worst gap, then the first in the grid) is the tuned one, and the other datasets are measured with it and
 with nothing else. Patience and BIQAN's start are given in iterations and turned into snapshots by each dataset's
-snapshot spacing; WMV's window is in snapshots (the table's var<W> columns). Two fixed rows need no tuning: the
-seed's test_BIQAN recipe (start_index 40 snapshots, smoothing 0.8) and the shipped default (start_index 40, none).
+snapshot spacing; WMV's window is in snapshots (the table's var<W> columns). Three fixed rows need no tuning: the
+last snapshot (no judge: what the iteration cap alone gives), the seed's test_BIQAN recipe (start_index 40
+snapshots, smoothing 0.8) and the shipped default (start_index 40, none). With BIQAN's scores, summary.md also gives
+their rank correlation (Spearman) with PSNR over each image's snapshots, per dataset. `--until N` replays the
+snapshots at or before iteration N only, as if the fits had stopped there.
 
 Writes <out>/sweep.csv (every setting x dataset), <out>/summary.csv and <out>/summary.md.
 """
@@ -89,7 +92,8 @@ def _snapshots(iterations: float, step: int) -> int | float:
 
 def candidates(stats: pd.DataFrame) -> list[tuple[str, str, Callable[[pd.DataFrame], int]]]:
     """(family, settings, choose(image table) -> row index) for every setting of every grid."""
-    out = [("noise", f"factor {f:.2f}", lambda g, f=f: noise_choice(g, f)) for f in NOISE_FACTORS]
+    out = [("last snapshot", "none (the cap)", lambda g: len(g) - 1)]
+    out += [("noise", f"factor {f:.2f}", lambda g, f=f: noise_choice(g, f)) for f in NOISE_FACTORS]
     windows = sorted(int(c[3:]) for c in stats.columns if c.startswith("var") and c[3:].isdigit())
     for w, p in itertools.product(windows, PATIENCES):
         label = f"window {w} snapshots, patience {'none' if math.isinf(p) else f'{p} iterations'}"
@@ -153,7 +157,23 @@ def tuned(table: pd.DataFrame, tune: str) -> pd.DataFrame:
     return table.merge(picks, on=["family", "settings"]).sort_values(["order", "dataset"])
 
 
-def summary_markdown(table: pd.DataFrame, tune: str, command: str, stats_path: Path) -> str:
+def spearman(stats: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset: BIQAN's score against PSNR, Spearman over each image's snapshots (mean, median, worst image)."""
+    rows = []
+    for dataset, d in stats.groupby("dataset", sort=True):
+        per_image = d.groupby("image").apply(
+            lambda g: g["biqan_mean"].corr(g["psnr"], method="spearman"), include_groups=False
+        )
+        per_image = per_image.dropna()
+        if len(per_image):
+            worst = per_image.idxmin()
+            rows.append((dataset, len(per_image), per_image.mean(), per_image.median(), per_image[worst], worst))
+    return pd.DataFrame(rows, columns=["dataset", "images", "mean", "median", "worst", "worst_image"])
+
+
+def summary_markdown(
+    table: pd.DataFrame, tune: str, command: str, stats_path: Path, ranks: pd.DataFrame | None = None
+) -> str:
     lines = [
         "# Judges tuned on one dataset, measured on the others (snapshot replay)",
         "",
@@ -174,6 +194,18 @@ def summary_markdown(table: pd.DataFrame, tune: str, command: str, stats_path: P
             f"| {row.family} | {row.settings} | {row.dataset}{role} | {row.images} | {row.mean_gap:.3f} | "
             f"{row.worst_gap:.3f} ({row.worst_image}) | {row.chosen_psnr:.2f} | {row.oracle_psnr:.2f} |"
         )
+    if "CC" in set(table["dataset"]):
+        from biqan.select import SEED_REPORTED
+
+        lines += ["", f"Beside CC: the {SEED_REPORTED}."]
+    if ranks is not None and len(ranks):
+        lines += ["", "BIQAN's score vs PSNR (Spearman over each image's snapshots):", ""]
+        lines += ["| dataset | images | mean | median | worst (image) |", "| --- | --: | --: | --: | --- |"]
+        for row in ranks.itertuples():
+            lines.append(
+                f"| {row.dataset} | {row.images} | {row.mean:.3f} | {row.median:.3f} | {row.worst:.3f} "
+                f"({row.worst_image}) |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -182,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--stats", type=Path, required=True, help="benchmarks/snapshot_features.py's table")
     add("--tune", default="PolyU-train", help="the dataset the settings are chosen on (default %(default)s)")
+    add("--until", type=int, default=None, help="only the snapshots at or before this iteration")
     add("--out", type=Path, default=Path("results/judge_tuning"))
     return parser
 
@@ -195,12 +228,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         needed = {"dataset", "image", "iteration", "psnr", "mse_noisy", "sigma"}
         if not needed <= set(stats.columns):
             raise BdnError(f"{args.stats}: needs the columns {', '.join(sorted(needed - set(stats.columns)))}")
+        if args.until is not None:
+            if args.until < 1:
+                raise BdnError(f"--until: an iteration >= 1, got {args.until}")
+            stats = stats[stats["iteration"] <= args.until]
         if args.tune not in set(stats["dataset"]):
             raise BdnError(
                 f"--tune {args.tune}: not a dataset of {args.stats} ({', '.join(sorted(set(stats['dataset'])))})"
             )
         table = sweep(stats)
         best = tuned(table, args.tune)
+        ranks = spearman(stats) if "biqan_mean" in stats.columns else None
     except BdnError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 1
@@ -208,7 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     table.drop(columns="order").to_csv(args.out / "sweep.csv", index=False)
     best.drop(columns="order").to_csv(args.out / "summary.csv", index=False)
     command = shlex.join(["python", PROG, *(sys.argv[1:] if argv is None else argv)])
-    text = summary_markdown(best, args.tune, command, args.stats)
+    text = summary_markdown(best, args.tune, command, args.stats, ranks)
+    if ranks is not None:
+        ranks.to_csv(args.out / "spearman.csv", index=False)
     (args.out / "summary.md").write_text(text, encoding="utf-8")
     print(text)
     return 0

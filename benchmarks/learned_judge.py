@@ -10,7 +10,8 @@ ridge regression on the `--tune` dataset(s) only, several pooled (target: minus 
 snapshot, clipped at 3 dB), and replays the judge on every dataset: per image the snapshot with the highest
 prediction (no stop, as the shipped judge runs). Also fitted and measured the same way: the model without BIQAN's
 two features, to show what BIQAN adds. `--patience N` replays with the judge's patience (stop once N snapshots
-have not raised the best prediction); `--cv` adds the `--tune` rows left out one PolyU scene at a time (each scene
+have not raised the best prediction); `--until N` keeps the snapshots at or before iteration N (the fits as they
+stood then); `--cv` adds the `--tune` rows left out one PolyU scene at a time (each scene
 replayed by a model fitted on the others: how the judge does on scenes it has not seen). Writes <out>/summary.csv,
 <out>/summary.md (with the weights and the command) and, with `--weights`, the judge's weights file.
 """
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cv", action="store_true", help="also the --tune rows left out one scene at a time (rows 'learned (CV)')"
     )
+    parser.add_argument("--until", type=int, default=None, help="only the snapshots at or before this iteration")
     parser.add_argument("--out", default="results/learned_judge", help="folder for summary.csv / summary.md")
     parser.add_argument("--weights", default=None, help="also write the judge's weights file here")
     return parser
@@ -151,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         stats = pd.read_csv(args.stats)
+        if args.until is not None:
+            if args.until < 1:
+                raise BdnError(f"--until: an iteration >= 1, got {args.until}")
+            stats = stats[stats["iteration"] <= args.until]
         missing = {"dataset", "image", "iteration", "psnr", "mse_noisy", "sigma", f"var{WMV_WINDOW}"} - set(stats)
         if missing:
             raise BdnError(f"{args.stats}: no column {', '.join(sorted(missing))} (expected snapshot_features.py's)")

@@ -14,7 +14,12 @@ hundred kB) comes back, and benchmarks/judge_tuning.py replays the judges from i
   the snapshot, as run_BDN's --crop cut it), and `sigma`: bdn.noise.estimate_noise_level of that noisy crop;
 - `var<W>`: ES-WMV's windowed variance over the W snapshots ending at this one (bdn.dip.judges.WMVJudge's figure:
   the mean over the window of each image's mean squared difference to the window's mean), empty before W;
-- `biqan_mean`, `biqan_std`: test_BIQAN's scores of the snapshot (`--scores`, its scores.csv), where given.
+- `biqan_mean`, `biqan_std`: test_BIQAN's scores of the snapshot (`--scores`, its scores.csv), where given, and
+  `scored_by` (`--scored-by`): which BIQAN gave them.
+
+`--merge` keeps the rows of the images already in `--out` that this call does not make, so that one table grows
+across machines that each hold only some of the runs (benchmarks/judges_pipeline.sh keep commits it); it refuses to
+mix scores of two BIQANs.
 """
 
 from __future__ import annotations
@@ -100,6 +105,22 @@ def with_scores(table: pd.DataFrame, dataset: str, scores: Path) -> pd.DataFrame
     return joined
 
 
+def merged(table: pd.DataFrame, kept: Path) -> pd.DataFrame:
+    """`table` and the rows of `kept` (an earlier table) for images that `table` does not hold."""
+    earlier = pd.read_csv(kept)
+    if "scored_by" in earlier and "scored_by" in table:
+        theirs, ours = set(earlier["scored_by"].dropna()), set(table["scored_by"].dropna())
+        if theirs and ours and theirs != ours:
+            raise BdnError(
+                f"{kept}: its BIQAN scores are by {', '.join(sorted(theirs))}, these by {', '.join(sorted(ours))}: "
+                "score every run with one BIQAN, or write a new table"
+            )
+    made = pd.MultiIndex.from_frame(table[["dataset", "image"]])
+    keep = ~pd.MultiIndex.from_frame(earlier[["dataset", "image"]]).isin(made)
+    both = pd.concat([earlier[keep], table], ignore_index=True)
+    return both.sort_values(["dataset", "image", "iteration"], kind="stable", ignore_index=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
     add = parser.add_argument
@@ -107,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--noisy", nargs="*", type=named_path, default=[], metavar="NAME=FOLDER", help="noisy images the runs fitted")
     add("--scores", nargs="*", type=named_path, default=[], metavar="NAME=FILE", help="test_BIQAN scores.csv files")
     add("--windows", nargs="+", type=int, default=list(WINDOWS), help="WMV windows, in snapshots")
+    add("--scored-by", default=None, help="which BIQAN gave --scores (a column, scored_by)")
+    add("--merge", action="store_true", help="keep the rows of --out's other images (a table grown across machines)")
     add("--workers", type=int, default=2, help="processes (one image each at a time)")
     add("--out", type=Path, default=Path("results/snapshot_stats.csv.gz"), help="the table (.csv or .csv.gz)")
     return parser
@@ -127,7 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ProcessPoolExecutor(args.workers) as pool:
             table = pd.concat(list(pool.map(image_rows, work)), ignore_index=True)
         for name, path in scores.items():
-            table = pd.concat([table[table["dataset"] != name], with_scores(table, name, path)], ignore_index=True)
+            scored = with_scores(table, name, path)
+            if args.scored_by:
+                scored["scored_by"] = args.scored_by
+            table = pd.concat([table[table["dataset"] != name], scored], ignore_index=True)
+        if args.merge and args.out.is_file():
+            table = merged(table, args.out)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         partial = args.out.with_name(args.out.name + ".partial")
         gzip = "gzip" if args.out.suffix == ".gz" else None

@@ -127,20 +127,42 @@ def test_settings_are_chosen_on_the_tuning_set_alone(table, scripts, tmp_path):
             summary[(summary["family"] == family) & (summary["dataset"] == "X")]["settings"].tolist()
             == picked["settings"].tolist()
         )
-    assert set(summary["family"]) == {"noise", "wmv", "biqan", "seed recipe", "biqan shipped default"}
+    assert set(summary["family"]) == {"last snapshot", "noise", "wmv", "biqan", "seed recipe", "biqan shipped default"}
+    last = summary[summary["family"] == "last snapshot"].set_index("dataset")
+    stats = table["stats"]
+    final = stats.sort_values("iteration").groupby(["dataset", "image"]).tail(1)
+    assert last.loc["X", "chosen_psnr"] == pytest.approx(final[final["dataset"] == "X"]["psnr"].mean())
+    # BIQAN's Spearman: the stand-in score is the negated level, so its ranks are the PSNR's
+    ranks = pd.read_csv(out / "spearman.csv").set_index("dataset")
+    assert ranks.loc["X", "images"] == 2 and ranks.loc["X", "mean"] == pytest.approx(1.0)
+    assert "BIQAN's score vs PSNR (Spearman" in (out / "summary.md").read_text()
     assert "X | 2 |" in (out / "summary.md").read_text() and "T (tuning set)" in (out / "summary.md").read_text()
+
+
+def test_until_replays_the_fits_as_they_stood_then(table, scripts, tmp_path):
+    _, tuning = scripts
+    out = tmp_path / "until"
+    assert tuning.main(["--stats", str(table["path"]), "--tune", "T", "--until", "150", "--out", str(out)]) == 0
+    summary = pd.read_csv(out / "summary.csv").set_index(["family", "dataset"])
+    stats = table["stats"]
+    early = stats[stats["iteration"] <= 150]
+    best = early.groupby(["dataset", "image"])["psnr"].max()
+    assert summary.loc[("last snapshot", "T"), "oracle_psnr"] == pytest.approx(best["T"].mean())
+    last = early[early["iteration"] == 150].set_index(["dataset", "image"])["psnr"]
+    assert summary.loc[("last snapshot", "T"), "chosen_psnr"] == pytest.approx(last["T"].mean())
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--stats", "missing.csv"], "missing.csv: no such table"),
+        (["--until", "0"], "--until: an iteration >= 1, got 0"),
         (["--tune", "Z"], "--tune Z: not a dataset of"),
     ],
 )
 def test_bad_input_is_one_line(table, scripts, tmp_path, capsys, argv, message):
     _, tuning = scripts
-    if argv[0] == "--tune":
+    if argv[0] in ("--tune", "--until"):
         argv = ["--stats", str(table["path"]), *argv]
     assert tuning.main([*argv, "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
@@ -156,3 +178,29 @@ def test_features_bad_input_is_one_line(table, scripts, tmp_path, capsys):
     write_image(other / "z_real.png", np.zeros((8, 8), np.float32))
     assert features.main(["--runs", f"T={run}", "--noisy", f"T={other}", "--out", str(tmp_path / "s.csv")]) == 1
     assert "no noisy image for a (2 of 2 missing)" in capsys.readouterr().err and not (tmp_path / "s.csv").exists()
+
+
+def test_merge_grows_one_table_across_machines_and_never_mixes_two_biqans(table, scripts, tmp_path, capsys):
+    features, _ = scripts
+    out = tmp_path / "kept.csv.gz"
+    train, test = table["train"], table["test"]
+    first = ["--runs", f"T={train / 'run'}", "--noisy", f"T={train / 'real'}"]
+    first += ["--scores", f"T={fake_scores(train / 'run', tmp_path / 'st.csv')}", "--scored-by", "biqan A"]
+    assert features.main([*first, "--windows", "3", "--workers", "1", "--merge", "--out", str(out)]) == 0
+    # another machine holds only X's runs: with --merge the T rows stay, without it they go
+    second = ["--runs", f"X={test / 'run'}", "--noisy", f"X={test / 'real'}", "--windows", "3", "--workers", "1"]
+    scored = ["--scores", f"X={fake_scores(test / 'run', tmp_path / 'sx.csv')}"]
+    assert features.main([*second, *scored, "--scored-by", "biqan A", "--merge", "--out", str(out)]) == 0
+    kept = pd.read_csv(out)
+    assert kept.groupby("dataset")["image"].nunique().to_dict() == {"T": 2, "X": 2}
+    assert set(kept["scored_by"]) == {"biqan A"} and len(kept) == 4 * len(LEVELS["a"])
+    # X again (its fits made anew): its rows are replaced, not doubled
+    assert features.main([*second, *scored, "--scored-by", "biqan A", "--merge", "--out", str(out)]) == 0
+    assert pd.read_csv(out).equals(kept)
+    # scores of another BIQAN are refused, and the table is left as it was
+    assert features.main([*second, *scored, "--scored-by", "biqan B", "--merge", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "its BIQAN scores are by biqan A, these by biqan B" in err and len(err.strip().splitlines()) == 1
+    assert pd.read_csv(out).equals(kept)
+    assert features.main([*second, "--out", str(out)]) == 0  # no --merge: a new table
+    assert set(pd.read_csv(out)["dataset"]) == {"X"}

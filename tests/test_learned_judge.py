@@ -164,6 +164,14 @@ def test_fitting_script_writes_weights_the_judge_loads(tmp_path, capsys):
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["judge"]) == {"learned", "learned without BIQAN", "learned (CV)", "learned without BIQAN (CV)"}
     assert set(summary.loc[summary["judge"].str.endswith("(CV)"), "dataset"]) == {"PolyU-train"}  # only --tune's
+    # --until: the fits as they stood at iteration 400 (20 snapshots of 40)
+    assert main([*argv, "--until", "400"]) == 0
+    until = pd.read_csv(out / "summary.csv").set_index(["judge", "dataset"])
+    early = pd.DataFrame(rows).query("iteration <= 400").groupby(["dataset", "image"])["psnr"].max()
+    assert until.loc[("learned", "CC"), "oracle_psnr"] == pytest.approx(early["CC"].mean())
+    assert early["CC"].mean() < pd.DataFrame(rows).groupby(["dataset", "image"])["psnr"].max()["CC"].mean()
+    assert main(["--stats", str(tmp_path / "stats.csv"), "--until", "0", "--out", str(out)]) == 1
+    assert "--until: an iteration >= 1, got 0" in capsys.readouterr().err
 
 
 def test_replay_with_patience_stops_as_the_judge_does():
