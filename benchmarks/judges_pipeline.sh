@@ -152,7 +152,7 @@ for step in "${STEPS[@]}"; do
       [ ${#runs[@]} -gt 0 ] || { echo "judges_pipeline.sh: keep: no finished fit under $OUT" >&2; exit 1; }
       "$BIN/python" benchmarks/snapshot_features.py --runs "${runs[@]}" --noisy "${noisy[@]}" \
         --scores "${scores[@]}" --scored-by "$(basename "$BIQAN") $(sha256sum "$BIQAN" | cut -c 1-12)" \
-        --merge --workers 1 --out "$KEPT"
+        --scored-only --merge --workers 1 --out "$KEPT"
       ;;
     fit)
       "$BIN/python" benchmarks/learned_judge.py --stats "$KEPT" --tune $(tune_sets) --out "$OUT/learned_judge" \

@@ -15,7 +15,8 @@ hundred kB) comes back, and benchmarks/judge_tuning.py replays the judges from i
 - `var<W>`: ES-WMV's windowed variance over the W snapshots ending at this one (bdn.dip.judges.WMVJudge's figure:
   the mean over the window of each image's mean squared difference to the window's mean), empty before W;
 - `biqan_mean`, `biqan_std`: test_BIQAN's scores of the snapshot (`--scores`, its scores.csv), where given, and
-  `scored_by` (`--scored-by`): which BIQAN gave them.
+  `scored_by` (`--scored-by`): which BIQAN gave them. `--scored-only` leaves out the images the scores do not
+  cover (a fit that finished between the scoring and this call).
 
 `--merge` keeps the rows of the images already in `--out` that this call does not make, so that one table grows
 across machines that each hold only some of the runs (benchmarks/judges_pipeline.sh keep commits it); it refuses to
@@ -129,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--scores", nargs="*", type=named_path, default=[], metavar="NAME=FILE", help="test_BIQAN scores.csv files")
     add("--windows", nargs="+", type=int, default=list(WINDOWS), help="WMV windows, in snapshots")
     add("--scored-by", default=None, help="which BIQAN gave --scores (a column, scored_by)")
+    add(
+        "--scored-only",
+        action="store_true",
+        help="only the images --scores scored (a fit that finished after the scoring waits for the next call)",
+    )
     add("--merge", action="store_true", help="keep the rows of --out's other images (a table grown across machines)")
     add("--workers", type=int, default=2, help="processes (one image each at a time)")
     add("--out", type=Path, default=Path("results/snapshot_stats.csv.gz"), help="the table (.csv or .csv.gz)")
@@ -147,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise BdnError("--windows must be >= 2 and --workers >= 1")
         noisy, scores = dict(args.noisy), dict(args.scores)
         work = [job for name, run in args.runs for job in jobs(name, run, noisy.get(name), tuple(args.windows))]
+        if args.scored_only:
+            scored = {name: set(pd.read_csv(path)["image"]) for name, path in scores.items()}
+            work = [job for job in work if job[0] not in scored or job[1] in scored[job[0]]]
         with ProcessPoolExecutor(args.workers) as pool:
             table = pd.concat(list(pool.map(image_rows, work)), ignore_index=True)
         for name, path in scores.items():

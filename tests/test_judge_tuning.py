@@ -202,5 +202,12 @@ def test_merge_grows_one_table_across_machines_and_never_mixes_two_biqans(table,
     err = capsys.readouterr().err
     assert "its BIQAN scores are by biqan A, these by biqan B" in err and len(err.strip().splitlines()) == 1
     assert pd.read_csv(out).equals(kept)
+    # --scored-only: an image that finished after the scoring waits for the next call
+    only_a = tmp_path / "sa.csv"
+    pd.read_csv(tmp_path / "sx.csv").query("image == 'a'").to_csv(only_a, index=False)
+    part = tmp_path / "part.csv"
+    assert features.main([*second, "--scores", f"X={only_a}", "--out", str(part)]) == 1  # b has no score
+    assert features.main([*second, "--scores", f"X={only_a}", "--scored-only", "--out", str(part)]) == 0
+    assert set(pd.read_csv(part)["image"]) == {"a"}
     assert features.main([*second, "--out", str(out)]) == 0  # no --merge: a new table
     assert set(pd.read_csv(out)["dataset"]) == {"X"}
