@@ -14,9 +14,10 @@ minus the chosen one's.
 Each judge family's grid is swept on the `--tune` dataset only; the setting with the least mean gap there (ties:
 the least worst gap, then the first in the grid) is the tuned one, and the other datasets are measured with it and
 with nothing else. Patience and BIQAN's start are given in iterations and turned into snapshots by each dataset's
-snapshot spacing; WMV's window is in snapshots (the table's var<W> columns). Three fixed rows need no tuning: the
-last snapshot (no judge: what the iteration cap alone gives), the seed's test_BIQAN recipe (start_index 40
-snapshots, smoothing 0.8) and the shipped default (start_index 40, none). With BIQAN's scores, summary.md also gives
+snapshot spacing; WMV's window is in snapshots (the table's var<W> columns). Fixed rows need no tuning: the last
+snapshot (no judge: what the iteration cap alone gives), the noise rule as `bdn denoise` runs it (factor 1), WMV as
+bdn ships it tuned (`TUNED_WMV`), the seed's test_BIQAN recipe (start_index 40 snapshots, smoothing 0.8) and the
+shipped default (start_index 40, none). With BIQAN's scores, summary.md also gives
 their rank correlation (Spearman) with PSNR over each image's snapshots, per dataset. `--until N` replays the
 snapshots at or before iteration N only, as if the fits had stopped there.
 
@@ -92,9 +93,16 @@ def _snapshots(iterations: float, step: int) -> int | float:
 
 def candidates(stats: pd.DataFrame) -> list[tuple[str, str, Callable[[pd.DataFrame], int]]]:
     """(family, settings, choose(image table) -> row index) for every setting of every grid."""
+    from bdn.dip.judges import TUNED_WMV
+
     out = [("last snapshot", "none (the cap)", lambda g: len(g) - 1)]
+    out.append(("noise as bdn's default", "factor 1.00 (bdn denoise's stop)", lambda g: noise_choice(g, 1.0)))
     out += [("noise", f"factor {f:.2f}", lambda g, f=f: noise_choice(g, f)) for f in NOISE_FACTORS]
     windows = sorted(int(c[3:]) for c in stats.columns if c.startswith("var") and c[3:].isdigit())
+    window, patience = TUNED_WMV["window"], TUNED_WMV["patience"]
+    if window in windows:  # patience in snapshots: TUNED_WMV watches every 20th EMA output, one a snapshot
+        label = f"window {window} snapshots, patience {patience} snapshots (TUNED_WMV)"
+        out.append(("wmv as shipped", label, lambda g: wmv_choice(g, window, patience)))
     for w, p in itertools.product(windows, PATIENCES):
         label = f"window {w} snapshots, patience {'none' if math.isinf(p) else f'{p} iterations'}"
         out.append(("wmv", label, lambda g, w=w, p=p: wmv_choice(g, w, _snapshots(p, _step(g)))))

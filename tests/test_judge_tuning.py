@@ -127,7 +127,11 @@ def test_settings_are_chosen_on_the_tuning_set_alone(table, scripts, tmp_path):
             summary[(summary["family"] == family) & (summary["dataset"] == "X")]["settings"].tolist()
             == picked["settings"].tolist()
         )
-    assert set(summary["family"]) == {"last snapshot", "noise", "wmv", "biqan", "seed recipe", "biqan shipped default"}
+    fixed = {"last snapshot", "noise as bdn's default", "wmv as shipped", "seed recipe", "biqan shipped default"}
+    assert set(summary["family"]) == fixed | {"noise", "wmv", "biqan"}
+    default = summary[summary["family"] == "noise as bdn's default"].set_index("dataset")
+    at_one = sweep[(sweep["family"] == "noise") & (sweep["settings"] == "factor 1.00")].set_index("dataset")
+    assert default.loc["X", "mean_gap"] == pytest.approx(at_one.loc["X", "mean_gap"])
     last = summary[summary["family"] == "last snapshot"].set_index("dataset")
     stats = table["stats"]
     final = stats.sort_values("iteration").groupby(["dataset", "image"]).tail(1)
