@@ -26,13 +26,13 @@
 # image (so a 6,000-iteration fit fits in one session, not two); train takes under an hour, the other steps minutes.
 # THREADS (default 1), DATA (default ../shared/data), SETS, LABELS (label's options, below), BACKBONE (train: start
 # BIQAN's features from these weights; default checkpoints/biqan.safetensors, '' for none), BIQAN and KEPT may be
-# set in the environment.
+# set in the environment; OUT (default results/biqan_data) and BIN (default .venv/bin) too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-$(cd .. && pwd)/shared/data}"
 THREADS="${THREADS:-1}"
-OUT=results/biqan_data
-BIN=.venv/bin
+OUT="${OUT:-results/biqan_data}"
+BIN="${BIN:-.venv/bin}"
 # Labels from each image's own PSNR range through exp(PSNR): a snapshot's label says how near it is to that image's
 # best one, which is what choosing among one image's iterates needs. The seed's fixed 8-45 dB bounds give snapshots
 # 0.1 dB apart labels 0.01 apart. Measured on the skip64 crops of 9 PolyU-train images whose scenes were left out of
