@@ -14,7 +14,8 @@
 #    another process is fitting (fitting.lock), so on two cores run `runs` twice side by side, one thread each: two
 #    workers on one queue.
 # 2. label: 10-bin labels of the PolyU-train snapshots on this machine (bdn label; LABELS below).
-# 3. train: BIQAN on them, from the shipped BIQAN (two stages; a random 224x224 crop of each iterate an epoch).
+# 3. train: BIQAN on them, from the shipped BIQAN (two stages; a random 224x224 crop of each iterate an epoch; on
+#    round 1's crops no better than the shipped one: benchmarks/records/biqan_retrain_skip64_cpu.md).
 # 4. keep: every finished fit here scored by BIQAN (bdn select, read-only) and turned into per-snapshot figures
 #    (benchmarks/snapshot_features.py), merged into the committed table KEPT. A machine is not kept from one
 #    session to the next: the snapshots go with it, the table (committed after each `keep`) stays.
@@ -22,8 +23,9 @@
 # 6. table: every judge tuned on PolyU-train and measured on CC and PolyU held-out from KEPT, the seed's figures
 #    beside (benchmarks/judge_tuning.py; the learned judge by benchmarks/learned_judge.py), at 3,000 iterations and
 #    at the fits' own end.
-# On this 2-core CPU with one thread a job: about 11 minutes a crop and an hour per 3,000 iterations of a full-size
-# image (so a 6,000-iteration fit fits in one session, not two); train takes under an hour, the other steps minutes.
+# On this 2-core CPU with one thread a job: about 7 minutes a crop and an hour per 3,000 iterations of a full-size
+# image (so a 6,000-iteration fit fits in one session, not two); train about 6 minutes on 2 threads, keep a few
+# seconds a fit.
 # THREADS (default 1), DATA (default ../shared/data), SETS, LABELS (label's options, below), BACKBONE (train: start
 # BIQAN's features from these weights; default checkpoints/biqan.safetensors, '' for none), BIQAN and KEPT may be
 # set in the environment; OUT (default results/biqan_data) and BIN (default .venv/bin) too.
@@ -41,8 +43,8 @@ BIN="${BIN:-.venv/bin}"
 LABELS="${LABELS---no-is-use-fix-minmax --is-use-exp true}"
 # Started from the shipped BIQAN: 0.041 best validation EMD against 0.053 from scratch on the first 15 crops.
 BACKBONE="${BACKBONE-checkpoints/biqan.safetensors}"
-# The committed per-snapshot table (`keep`) and the BIQAN that scores it: the shipped one, retrained on round 1's
-# crops (`train`, then copied to checkpoints/; checkpoints/README.md).
+# The committed per-snapshot table (`keep`) and the BIQAN that scores all of it: the shipped one (retrained on round
+# 1's crops it chose no better: benchmarks/records/biqan_retrain_skip64_cpu.md).
 KEPT="${KEPT:-benchmarks/records/skip64_snapshots.csv.gz}"
 BIQAN="${BIQAN:-checkpoints/biqan.safetensors}"
 # SETS: which fits `runs` makes, in order (default all): crops1 cc heldout full crops.
