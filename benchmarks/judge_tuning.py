@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bdn.cli.options import OneLineParser
+from bdn.cli.options import OneLineParser, whole
 from bdn.errors import BdnError
 
 PROG = "benchmarks/judge_tuning.py"
@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--stats", type=Path, required=True, help="benchmarks/snapshot_features.py's table")
     add("--tune", default="PolyU-train", help="the dataset the settings are chosen on (default %(default)s)")
-    add("--until", type=int, default=None, help="only the snapshots at or before this iteration")
+    add("--until", type=whole, default=None, help="only the snapshots at or before this iteration")
     add("--out", type=Path, default=Path("results/judge_tuning"))
     return parser
 
@@ -237,8 +237,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not needed <= set(stats.columns):
             raise BdnError(f"{args.stats}: needs the columns {', '.join(sorted(needed - set(stats.columns)))}")
         if args.until is not None:
-            if args.until < 1:
-                raise BdnError(f"--until: an iteration >= 1, got {args.until}")
             stats = stats[stats["iteration"] <= args.until]
         if args.tune not in set(stats["dataset"]):
             raise BdnError(

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bdn.cli.options import OneLineParser
+from bdn.cli.options import OneLineParser, whole
 from bdn.errors import BdnError
 from bdn.names import polyu_group
 from biqan.combined import FEATURES, WMV_WINDOW, feature_table
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cv", action="store_true", help="also the --tune rows left out one scene at a time (rows 'learned (CV)')"
     )
-    parser.add_argument("--until", type=int, default=None, help="only the snapshots at or before this iteration")
+    parser.add_argument("--until", type=whole, default=None, help="only the snapshots at or before this iteration")
     parser.add_argument("--out", default="results/learned_judge", help="folder for summary.csv / summary.md")
     parser.add_argument("--weights", default=None, help="also write the judge's weights file here")
     return parser
@@ -154,8 +154,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         stats = pd.read_csv(args.stats)
         if args.until is not None:
-            if args.until < 1:
-                raise BdnError(f"--until: an iteration >= 1, got {args.until}")
             stats = stats[stats["iteration"] <= args.until]
         missing = {"dataset", "image", "iteration", "psnr", "mse_noisy", "sigma", f"var{WMV_WINDOW}"} - set(stats)
         if missing:

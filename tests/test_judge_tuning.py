@@ -160,7 +160,7 @@ def test_until_replays_the_fits_as_they_stood_then(table, scripts, tmp_path):
     ("argv", "message"),
     [
         (["--stats", "missing.csv"], "missing.csv: no such table"),
-        (["--until", "0"], "--until: an iteration >= 1, got 0"),
+        (["--until", "0"], "--until: must be >= 1, got 0"),
         (["--tune", "Z"], "--tune Z: not a dataset of"),
     ],
 )

@@ -171,7 +171,7 @@ def test_fitting_script_writes_weights_the_judge_loads(tmp_path, capsys):
     assert until.loc[("learned", "CC"), "oracle_psnr"] == pytest.approx(early["CC"].mean())
     assert early["CC"].mean() < pd.DataFrame(rows).groupby(["dataset", "image"])["psnr"].max()["CC"].mean()
     assert main(["--stats", str(tmp_path / "stats.csv"), "--until", "0", "--out", str(out)]) == 1
-    assert "--until: an iteration >= 1, got 0" in capsys.readouterr().err
+    assert "--until: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_replay_with_patience_stops_as_the_judge_does():
