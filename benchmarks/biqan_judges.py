@@ -64,7 +64,7 @@ from bdn.cli.options import OneLineParser, named_path
 from bdn.devices import pick_device
 from bdn.errors import BdnError
 from bdn.judge_run import RESULT_COLUMNS
-from biqan.select import SEED_REPORTED
+from biqan.select import SEED_REPORTED, spearman_by_image
 
 PROG = "benchmarks/biqan_judges.py"
 GOAL = "mean <= 0.15, worst <= 0.5 on CC"
@@ -424,11 +424,7 @@ def spearman_note(
     scores = score_run(model, run, transform=default_transform(protocol, crop, tiles), until=until)
     if scores["psnr"].isna().all():
         return f"BIQAN's score vs PSNR on {dataset}: no PSNR recorded"
-    import warnings
-
-    with warnings.catch_warnings():  # a constant column has no rank correlation: NaN, said below
-        warnings.simplefilter("ignore")
-        per_image = scores.groupby("image").apply(lambda g: g["mean"].corr(g["psnr"], method="spearman")).dropna()
+    per_image = spearman_by_image(scores)
     if per_image.empty:
         return f"BIQAN's score vs PSNR on {dataset}: undefined (scores or PSNRs constant within every image)"
     return (

@@ -167,12 +167,11 @@ def tuned(table: pd.DataFrame, tune: str) -> pd.DataFrame:
 
 def spearman(stats: pd.DataFrame) -> pd.DataFrame:
     """Per dataset: BIQAN's score against PSNR, Spearman over each image's snapshots (mean, median, worst image)."""
+    from biqan.select import spearman_by_image
+
     rows = []
     for dataset, d in stats.groupby("dataset", sort=True):
-        per_image = d.groupby("image").apply(
-            lambda g: g["biqan_mean"].corr(g["psnr"], method="spearman"), include_groups=False
-        )
-        per_image = per_image.dropna()
+        per_image = spearman_by_image(d, "biqan_mean")
         if len(per_image):
             worst = per_image.idxmin()
             rows.append((dataset, len(per_image), per_image.mean(), per_image.median(), per_image[worst], worst))

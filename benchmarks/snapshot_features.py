@@ -154,8 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         noisy, scores = dict(args.noisy), dict(args.scores)
         work = [job for name, run in args.runs for job in jobs(name, run, noisy.get(name), tuple(args.windows))]
         if args.scored_only:
-            scored = {name: set(pd.read_csv(path)["image"]) for name, path in scores.items()}
-            work = [job for job in work if job[0] not in scored or job[1] in scored[job[0]]]
+            covered = {name: set(pd.read_csv(path)["image"]) for name, path in scores.items()}
+            work = [job for job in work if job[0] not in covered or job[1] in covered[job[0]]]
         with ProcessPoolExecutor(args.workers) as pool:
             table = pd.concat(list(pool.map(image_rows, work)), ignore_index=True)
         for name, path in scores.items():

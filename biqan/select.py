@@ -62,6 +62,19 @@ __all__ = [
 SCORE_COLUMNS = ("image", "iteration", "path", "mean", "std", "psnr")
 START_INDEX = 40  # the seed's --start_index
 SEED_SMOOTH = 0.8  # the seed's low-pass factor
+
+
+def spearman_by_image(table: pd.DataFrame, score: str = "mean") -> pd.Series:
+    """Each image's rank correlation (Spearman) of `score` with PSNR over its snapshots; images where either is
+    constant (no rank correlation) are left out."""
+    import warnings
+
+    with warnings.catch_warnings():  # a constant column has no rank correlation: NaN, dropped
+        warnings.simplefilter("ignore")
+        per_image = table.groupby("image")[[score, "psnr"]].apply(lambda g: g[score].corr(g["psnr"], method="spearman"))
+    return per_image.dropna()
+
+
 # What the seed's paper reports for its own BIQAN on its own full-size CC runs: the figures bdn's tables stand beside.
 SEED_REPORTED = (
     "seed (reported, its own full-size CC runs): oracle 37.83 dB, chosen 37.47 dB, mean gap 0.36 dB, "
